@@ -1,0 +1,62 @@
+"""fusion-stac: the Fusion Platform's data from the open geospatial Python stack.
+
+The public surface is re-exported here and listed in ``__all__``; everything else lives in
+private modules. Heavy parts (pystac, xarray, the emulator) are imported lazily so that
+``import fusion_stac`` stays cheap for a CLI start or a dask worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (imported on first attribute access)
+_LAZY: dict[str, str] = {
+    # errors
+    "FusionError": "fusion_stac.errors",
+    "APIError": "fusion_stac.errors",
+    "AuthenticationError": "fusion_stac.errors",
+    "PermissionDeniedError": "fusion_stac.errors",
+    "NotFoundError": "fusion_stac.errors",
+    "RateLimitedError": "fusion_stac.errors",
+    "ServerError": "fusion_stac.errors",
+    "ValidationError": "fusion_stac.errors",
+    "AmbiguousNameError": "fusion_stac.errors",
+    "TransportError": "fusion_stac.errors",
+    # client
+    "FusionClient": "fusion_stac.client",
+    "login": "fusion_stac.client",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fusion_stac' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fusion_stac.client import FusionClient, login
+    from fusion_stac.errors import (
+        AmbiguousNameError,
+        APIError,
+        AuthenticationError,
+        FusionError,
+        NotFoundError,
+        PermissionDeniedError,
+        RateLimitedError,
+        ServerError,
+        TransportError,
+        ValidationError,
+    )
