@@ -60,6 +60,8 @@ _SECRET_PARAM_RE = re.compile(
     r"(=|\"\s*:\s*\"|'\s*:\s*')([^&\s\"',;]+)"
 )
 _BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+# Relative URLs in library messages ("... with url: /path?sig=...").
+_REL_URL_QUERY_RE = re.compile(r"(?<![\w/:.])(/[^\s?'\"<>]*)\?[^\s'\"<>)]+")
 
 
 def redact_url(url: str) -> str:
@@ -84,6 +86,7 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    text = _REL_URL_QUERY_RE.sub(r"\1?…", text)
     text = _BEARER_RE.sub(r"\1 *****", text)
     return _SECRET_PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****", text)
 

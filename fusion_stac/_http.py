@@ -1,0 +1,271 @@
+"""HTTP transport for the client: one pooled ``requests.Session``, timeouts, retries, request counts.
+
+Retries use **tenacity** rather than urllib3's ``Retry`` because the decision depends on the call,
+not the connection pool: login is a POST that is safe to repeat while other POSTs are not; a
+retried 429 must honour ``Retry-After`` and, when retries run out, surface as a typed error with the
+server's message (urllib3 would raise ``MaxRetryError`` and drop the body); and every retry must be
+counted in :class:`RequestStats` for the benchmarks. Waits are full-jitter exponential.
+
+What is retried:
+
+* connection errors, read timeouts and truncated bodies — idempotent requests only (GET, HEAD,
+  PUT, DELETE, OPTIONS, and calls explicitly marked safe, like login);
+* connect timeouts — any request (nothing reached the server);
+* 429 — any request (the server refused to process it), waiting ``Retry-After`` when sent;
+* 502, 503, 504 — idempotent requests only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from fusion_stac.errors import TransportError, redact, redact_url
+
+logger = logging.getLogger("fusion_stac")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+Timeout = float | tuple[float, float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: ``attempts`` in total, full-jitter exponential waits between them."""
+
+    attempts: int = 5
+    backoff: float = 0.5  # first wait is up to this many seconds, doubling each time
+    max_backoff: float = 20.0
+    max_retry_after: float = 120.0  # never sleep longer than this on a server's Retry-After
+    retry_statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+
+class RequestStats:
+    """Thread-safe request counters (for benchmarks and tests).
+
+    ``requests`` counts every HTTP request sent, including retries and requests to pre-signed
+    URLs (``signed_requests``); ``retries`` and ``relogins`` count the extra attempts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.retries = 0
+            self.relogins = 0
+            self.signed_requests = 0
+            self.bytes_downloaded = 0
+            self.by_method: Counter[str] = Counter()
+            self.by_status: Counter[int] = Counter()
+
+    def _request(self, method: str, *, signed: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_method[method] += 1
+            if signed:
+                self.signed_requests += 1
+
+    def _status(self, status: int) -> None:
+        with self._lock:
+            self.by_status[status] += 1
+
+    def _retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def _relogin(self) -> None:
+        with self._lock:
+            self.relogins += 1
+
+    def _bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes_downloaded += n
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of all counters."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "relogins": self.relogins,
+                "signed_requests": self.signed_requests,
+                "bytes_downloaded": self.bytes_downloaded,
+                "by_method": dict(self.by_method),
+                "by_status": dict(self.by_status),
+            }
+
+    def __repr__(self) -> str:
+        s = self.snapshot()
+        return (f"RequestStats(requests={s['requests']}, retries={s['retries']}, relogins={s['relogins']}, "
+                f"by_method={s['by_method']})")
+
+
+class _RetryableStatus(Exception):
+    """Internal: a response whose status may be retried; carries it to the caller when retries end."""
+
+    def __init__(self, response: requests.Response, retry_after: float | None) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date); ``None`` if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class Transport:
+    """Sends HTTP requests with pooling, a timeout on every request, retries and counting."""
+
+    def __init__(
+        self,
+        *,
+        timeout: Timeout,
+        max_workers: int,
+        retry: RetryPolicy,
+        user_agent: str,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.timeout = timeout
+        self.retry = retry
+        self.stats = RequestStats()
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        # A pool as large as the fan-out, so concurrent threads do not open and drop connections.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, max_workers), max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = user_agent
+        self.session.trust_env = True
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- retry machinery ---------------------------------------------------------------------------
+    def _retryable(self, exc: BaseException, idempotent: bool) -> bool:
+        if isinstance(exc, _RetryableStatus):
+            return exc.response.status_code == 429 or idempotent
+        if isinstance(exc, requests.ConnectTimeout):
+            return True
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
+            return idempotent
+        return False
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry.max_retry_after)
+        return wait_random_exponential(multiplier=self.retry.backoff, max=self.retry.max_backoff)(state)
+
+    def _before_sleep(self, method: str, shown: str) -> Callable[[RetryCallState], None]:
+        def log(state: RetryCallState) -> None:
+            self.stats._retry()
+            exc = state.outcome.exception() if state.outcome else None
+            why = f"HTTP {exc.response.status_code}" if isinstance(exc, _RetryableStatus) else type(exc).__name__
+            wait = state.next_action.sleep if state.next_action else 0.0
+            logger.info("retrying %s %s after %s in %.2f s (attempt %d of %d)", method, shown, why, wait,
+                        state.attempt_number + 1, self.retry.attempts)
+        return log
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        shown: str,
+        idempotent: bool | None = None,
+        signed: bool = False,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        timeout: Timeout | None = None,
+        rewind: Callable[[], Any] | None = None,
+    ) -> requests.Response:
+        """Send one logical request, retrying as the policy allows.
+
+        Returns the final response whatever its status (the caller maps statuses to errors);
+        raises :class:`TransportError` when no response could be obtained. ``shown`` is the
+        secret-free form of the URL used in logs and errors; ``rewind`` re-creates a streamed
+        ``data`` body before a retry.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        attempt_no = 0
+
+        def attempt() -> requests.Response:
+            nonlocal attempt_no, data
+            attempt_no += 1
+            if attempt_no > 1 and rewind is not None:
+                data = rewind()
+            self.stats._request(method, signed=signed)
+            started = time.perf_counter()
+            response = self.session.request(
+                method, url, params=params, json=json, data=data, headers=headers, stream=stream,
+                timeout=timeout or self.timeout, allow_redirects=True,
+            )
+            self.stats._status(response.status_code)
+            logger.debug("%s %s -> %d in %.0f ms", method, shown, response.status_code,
+                         (time.perf_counter() - started) * 1000)
+            if response.status_code in self.retry.retry_statuses:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise _RetryableStatus(response, retry_after)
+            return response
+
+        retrying = Retrying(
+            stop=stop_after_attempt(max(1, self.retry.attempts)),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: self._retryable(e, idempotent)),
+            before_sleep=self._before_sleep(method, shown),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _RetryableStatus as exc:
+            return exc.response
+        except requests.RequestException as exc:
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+            error = TransportError(
+                f"{method} {shown} {kind} after {attempt_no} attempt(s): {type(exc).__name__}: "
+                f"{redact(str(exc))[:300]}",
+                path=shown, method=method, attempts=attempt_no,
+            )
+            if signed:
+                # The library's own message repeats the signed URL: do not chain it into tracebacks.
+                raise error from None
+            raise error from exc
+
+
+def shown_url(url: str) -> str:
+    """The secret-free form of a URL for logs and errors."""
+    return redact_url(url)
