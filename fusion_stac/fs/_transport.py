@@ -1,0 +1,479 @@
+"""Byte ranges of stored files over pre-signed URLs: GET only, verified, resumed, retried.
+
+One retry policy for the whole data plane (peers retry in the wrong place or not at all, and GDAL
+has returned blank pixels on a dropped connection):
+
+* every request is a ``GET`` with a ``Range`` header; sizes come from the API's metadata, so nothing
+  ever sends ``HEAD`` (pre-signed URLs refuse it);
+* every answer is checked: status, ``Content-Range`` (start, end and total size), and the body
+  length. A body that ends early is **resumed** from the first missing byte, never returned short;
+* a refused URL (401/403, or 400 saying the request expired) is re-signed through the
+  :class:`~fusion_stac.fs._broker.URLBroker` and the same byte range requested again;
+* connection resets, timeouts, truncated bodies, 5xx and 429 are retried with jittered exponential
+  backoff (``Retry-After`` honoured), up to ``RetryPolicy.attempts`` tries without progress;
+* the first ``ETag`` seen for a file is remembered; a different one later is a
+  :class:`~fusion_stac.fs._broker.FileChangedError` naming the file.
+
+:class:`RangeReader` consumes one range incrementally (the file objects stream sequential reads
+through it); :meth:`Transport.read_range` and :meth:`Transport.read_ranges` are the one-shot forms.
+Errors name the ``fusion://`` path; signed URLs never appear in messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.client import HTTPException
+from typing import IO, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from fusion_stac.errors import TransportError
+from fusion_stac.fs._broker import FileChangedError, FileKey, Lease, URLBroker
+from fusion_stac.fs._stats import TransferStats
+
+__all__ = ["RangeReader", "RetryPolicy", "TransferError", "Transport"]
+
+log = logging.getLogger("fusion_stac.fs")
+
+# Connection-level failures worth another try (resets, timeouts, truncated bodies, bad chunking).
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    Urllib3HTTPError,
+    HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_EXPIRED_RE = re.compile(rb"expired|ExpiredToken|AccessDenied|SignatureDoesNotMatch|AuthenticationFailed", re.I)
+_DRAIN_LIMIT = 64 * 1024  # unread bytes worth draining so the connection can be reused
+
+
+class TransferError(TransportError, OSError):
+    """Storage kept failing for one byte range after every retry (also an :class:`OSError`).
+
+    ``path`` names the file, ``attempts`` how many requests were made for the failing range.
+    """
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard the data plane tries.
+
+    ``attempts``: requests per range without any progress before giving up (resumed bodies that make
+    progress do not use up attempts). ``backoff``/``max_backoff``: first and largest wait (seconds),
+    doubled each time, with jitter. ``refreshes``: URL re-signings per range after a refusal.
+    ``connect_timeout``/``read_timeout``: seconds, per request and per socket read.
+    """
+
+    attempts: int = 6
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+    max_retry_after: float = 30.0
+    refreshes: int = 3
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.refreshes < 0:
+            raise ValueError("RetryPolicy.attempts must be >= 1 and refreshes >= 0")
+        if min(self.backoff, self.max_backoff, self.connect_timeout, self.read_timeout) < 0:
+            raise ValueError("RetryPolicy durations must be non-negative")
+
+    def wait(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep before try ``failures + 1``."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
+        return ceiling * (0.5 + random.random() / 2)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _error_body(response: requests.Response) -> bytes:
+    """The first few KiB of an error answer (to classify it); the connection is then released."""
+    try:
+        return response.raw.read(4096, decode_content=True) or b""
+    except Exception:  # the body is only a hint
+        return b""
+    finally:
+        response.close()
+
+
+class RangeReader:
+    """Bytes ``[start, end)`` of one stored file, read front to back over as few requests as possible.
+
+    The HTTP request is made lazily on the first read; if the connection fails or the body ends
+    early, the next request resumes at the first missing byte. ``read(n)`` returns exactly
+    ``min(n, remaining)`` bytes or raises. Not thread-safe (one reader per consumer).
+    """
+
+    def __init__(self, transport: Transport, key: FileKey, start: int, end: int, *, path: str,
+                 size: int | None = None) -> None:
+        if start < 0 or end < start:
+            raise ValueError(f"{path}: invalid byte range {start}-{end}")
+        self.transport = transport
+        self.key = key
+        self.path = path
+        self.size = size
+        self.start = start
+        self.pos = start
+        self.end = end
+        self._response: requests.Response | None = None
+        self._skip = 0  # bytes to discard first (a server that ignored Range)
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all remaining if negative), exactly ``min(n, remaining)`` of them."""
+        want = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        if want <= 0:
+            return b""
+        parts: list[bytes] = []
+        got = 0
+        failures = 0
+        stats = self.transport.stats
+        while got < want:
+            try:
+                if self._response is None:
+                    self._connect()
+                assert self._response is not None
+                chunk = self._response.raw.read(want - got, decode_content=False)
+                if not chunk:
+                    raise HTTPException(f"body ended {self.end - self.pos} bytes early")
+            except _RETRYABLE as exc:
+                self._drop()
+                failures += 1
+                stats.add("retries")
+                if failures >= self.transport.policy.attempts:
+                    raise TransferError(
+                        f"{self.path}: reading bytes {self.pos}-{self.end - 1} failed {failures} times "
+                        f"in a row; last error: {type(exc).__name__}: {exc}",
+                        path=self.path,
+                    ) from exc
+                log.debug("%s: retrying bytes %d-%d after %s", self.path, self.pos, self.end - 1,
+                          type(exc).__name__)
+                time.sleep(self.transport.policy.wait(failures))
+                continue
+            failures = 0
+            got += len(chunk)
+            self.pos += len(chunk)
+            stats.add("bytes", len(chunk))
+            parts.append(chunk)
+        if self.pos >= self.end:
+            self._release()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def skip(self, n: int) -> None:
+        """Discard the next ``n`` bytes (cheaper than a new request for small gaps)."""
+        while n > 0:
+            n -= len(self.read(min(n, 1 << 20)))
+
+    def drain(self) -> bytes:
+        """The rest of the current answer if it arrives without trouble, else what did (no new request)."""
+        response = self._response
+        if response is None or not self.remaining:
+            return b""
+        try:
+            data = response.raw.read(self.remaining, decode_content=False) or b""
+        except _RETRYABLE:
+            self._drop()
+            return b""
+        self.pos += len(data)
+        self.transport.stats.add("bytes", len(data))
+        if not self.remaining:
+            self._release()
+        return data
+
+    def close(self) -> None:
+        """Stop reading; a small unread rest is drained so the connection can be reused."""
+        response, self._response = self._response, None
+        if response is None:
+            return
+        if self.remaining <= _DRAIN_LIMIT:
+            try:
+                rest = response.raw.read(decode_content=False)
+                self.transport.stats.add("bytes", len(rest))
+            except Exception:  # draining is best effort
+                pass
+        response.close()
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        response = getattr(self, "_response", None)
+        if response is not None:
+            response.close()
+
+    def __repr__(self) -> str:
+        return f"RangeReader({self.path!r}, {self.start}-{self.end}, pos={self.pos})"
+
+    # -- requests ------------------------------------------------------------------------------
+    def _release(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+
+    def _drop(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            with contextlib.suppress(Exception):  # the connection is already broken
+                response.close()
+
+    def _connect(self) -> None:
+        """Open a response positioned at ``self.pos``; raise for what retrying cannot fix."""
+        transport = self.transport
+        policy = transport.policy
+        failures = 0
+        refreshes = 0
+        while True:
+            lease = transport.broker.lease(self.key)
+            transport.stats.add("requests")
+            try:
+                response = transport.session.get(
+                    lease.url,
+                    headers={"Range": f"bytes={self.pos}-{self.end - 1}", "Accept-Encoding": "identity"},
+                    stream=True,
+                    timeout=(policy.connect_timeout, policy.read_timeout),
+                )
+            except _RETRYABLE as exc:
+                failures += 1
+                transport.stats.add("retries")
+                if failures >= policy.attempts:
+                    raise TransferError(
+                        f"{self.path}: could not reach storage for bytes {self.pos}-{self.end - 1} after "
+                        f"{failures} attempts; last error: {type(exc).__name__}",
+                        path=self.path,
+                    ) from exc
+                time.sleep(policy.wait(failures))
+                continue
+            status = response.status_code
+            if status in (200, 206):
+                try:
+                    self._accept(response, lease)
+                except BaseException:
+                    response.close()
+                    raise
+                self._response = response
+                if self._skip:
+                    skip, self._skip = self._skip, 0
+                    self._discard(skip)
+                return
+            body = _error_body(response)
+            if status in (401, 403) or (status == 400 and _EXPIRED_RE.search(body)):
+                transport.broker.invalidate(lease)
+                refreshes += 1
+                if refreshes > policy.refreshes:
+                    raise PermissionError(
+                        errno.EACCES,
+                        f"storage refused the download URL {refreshes} times in a row (HTTP {status}), "
+                        "even freshly signed ones",
+                        self.path,
+                    )
+                continue
+            if status in (404, 410):
+                raise FileNotFoundError(errno.ENOENT, f"storage has no such file (HTTP {status})", self.path)
+            if status == 416:
+                raise FileChangedError(
+                    f"{self.path}: storage refused bytes {self.pos}-{self.end - 1} (HTTP 416): the file is "
+                    f"shorter than the {self.size} bytes its metadata says",
+                    path=self.path,
+                )
+            if status == 429 or status >= 500:
+                failures += 1
+                transport.stats.add("retries")
+                if failures >= policy.attempts:
+                    raise TransferError(
+                        f"{self.path}: storage kept answering HTTP {status} for bytes "
+                        f"{self.pos}-{self.end - 1} ({failures} attempts)",
+                        path=self.path,
+                    )
+                time.sleep(policy.wait(failures, _retry_after(response)))
+                continue
+            raise OSError(errno.EIO, f"storage answered HTTP {status} to a download", self.path)
+
+    def _accept(self, response: requests.Response, lease: Lease) -> None:
+        """Check that a 200/206 answer carries exactly the bytes asked for, of the same file version."""
+        headers = response.headers
+        self.transport.broker.check_etag(self.key, headers.get("ETag"))
+        length_header = headers.get("Content-Length")
+        length = int(length_header) if length_header and length_header.isdigit() else None
+        if response.status_code == 206:
+            match = _CONTENT_RANGE_RE.match(headers.get("Content-Range", ""))
+            if match is None:
+                raise TransferError(f"{self.path}: partial answer without a valid Content-Range header",
+                                    path=self.path)
+            first, last, total = int(match[1]), int(match[2]), match[3]
+            if total != "*" and self.size is not None and int(total) != self.size:
+                raise FileChangedError(
+                    f"{self.path}: storage holds {total} bytes but the file's metadata says {self.size}; "
+                    "the file changed or its metadata is stale",
+                    path=self.path,
+                )
+            if first != self.pos or last != self.end - 1:
+                raise TransferError(
+                    f"{self.path}: asked for bytes {self.pos}-{self.end - 1}, storage sent {first}-{last}",
+                    path=self.path,
+                )
+            if length is not None and length != last - first + 1:
+                raise TransferError(
+                    f"{self.path}: Content-Length {length} does not match Content-Range {first}-{last}",
+                    path=self.path,
+                )
+            return
+        # 200: the server ignored the Range header and sends the whole file.
+        if length is not None and self.size is not None and length != self.size:
+            raise FileChangedError(
+                f"{self.path}: storage holds {length} bytes but the file's metadata says {self.size}",
+                path=self.path,
+            )
+        log.debug("%s: storage ignored the Range header; skipping %d bytes", self.path, self.pos)
+        self._skip = self.pos
+
+    def _discard(self, n: int) -> None:
+        assert self._response is not None
+        while n > 0:
+            chunk = self._response.raw.read(min(n, 1 << 20), decode_content=False)
+            if not chunk:
+                raise HTTPException("body ended while skipping to the requested range")
+            n -= len(chunk)
+            self.transport.stats.add("bytes", len(chunk))
+
+
+class Transport:
+    """The HTTP side of one connection: a pooled session, the broker, the policy and the counters."""
+
+    def __init__(
+        self,
+        broker: URLBroker,
+        *,
+        policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self.broker = broker
+        self.stats: TransferStats = broker.stats
+        self.policy = policy or RetryPolicy()
+        self.max_workers = max(1, int(max_workers))
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(16, 2 * self.max_workers), max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """Threads for parallel range and file transfers (created on first use)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="fusion-fs")
+            return self._pool
+
+    def open_range(self, key: FileKey, start: int, end: int, *, path: str, size: int | None = None) -> RangeReader:
+        """A :class:`RangeReader` over ``[start, end)``; no request is made until it is read."""
+        return RangeReader(self, key, start, end, path=path, size=size)
+
+    def read_range(self, key: FileKey, start: int, end: int, *, path: str, size: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` in one go (resumed and retried as needed)."""
+        if end <= start:
+            return b""
+        with self.open_range(key, start, end, path=path, size=size) as reader:
+            return reader.read()
+
+    def read_ranges(
+        self,
+        key: FileKey,
+        ranges: Sequence[tuple[int, int]],
+        *,
+        path: str,
+        size: int | None = None,
+        max_gap: int = 0,
+    ) -> list[bytes]:
+        """Several ranges of one file: overlapping/adjacent (within ``max_gap``) ones are merged into
+        one request, the requests run in parallel, and each range gets exactly its bytes."""
+        from fsspec.utils import merge_offset_ranges
+
+        wanted = [(s, e) for s, e in ranges if e > s]
+        if not wanted:
+            return [b"" for _ in ranges]
+        _, starts, ends = merge_offset_ranges(
+            [path] * len(wanted), [s for s, _ in wanted], [e for _, e in wanted], max_gap=max_gap
+        )
+        blocks = list(zip(starts, ends, strict=True))
+        if len(blocks) == 1:
+            payloads = [self.read_range(key, blocks[0][0], blocks[0][1], path=path, size=size)]
+        else:
+            payloads = list(self.pool.map(
+                lambda block: self.read_range(key, block[0], block[1], path=path, size=size), blocks
+            ))
+        out: list[bytes] = []
+        for start, end in ranges:
+            if end <= start:
+                out.append(b"")
+                continue
+            for (b_start, b_end), payload in zip(blocks, payloads, strict=True):
+                if b_start <= start and end <= b_end:
+                    out.append(payload[start - b_start:end - b_start])
+                    break
+            else:  # pragma: no cover - merge_offset_ranges covers every input range
+                raise AssertionError(f"range {start}-{end} not covered")
+        return out
+
+    def copy_to(
+        self,
+        key: FileKey,
+        size: int,
+        out: IO[bytes],
+        *,
+        path: str,
+        chunk_size: int = 8 << 20,
+        progress: Callable[[int], Any] | None = None,
+    ) -> int:
+        """Stream the whole file into ``out`` over one request (resumed if it breaks); returns bytes."""
+        written = 0
+        with self.open_range(key, 0, size, path=path, size=size) as reader:
+            while reader.remaining:
+                chunk = reader.read(min(chunk_size, reader.remaining))
+                out.write(chunk)
+                written += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        return written
+
+    def close(self) -> None:
+        """Release pooled connections and threads."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+        self.session.close()

@@ -1,0 +1,288 @@
+"""The data plane on its own: URL broker, verified/resumed range reads, the adaptive stream cache.
+
+Runs against ``storage_server.StorageServer`` (a signed-URL object server with scripted faults), so
+every retry path is exercised deterministically and independently of the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from fusion_stac.errors import FusionError, TransportError
+from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker
+from fusion_stac.fs._file import AdaptiveStreamCache
+from fusion_stac.fs._stats import TransferStats
+from fusion_stac.fs._transport import RetryPolicy, Transport, TransferError
+
+from .storage_server import StorageServer
+
+KEY = FileKey("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
+              "00000000-0000-4000-8000-000000000003")
+FAST = RetryPolicy(backoff=0.001, max_backoff=0.01)
+
+
+@pytest.fixture()
+def server():
+    with StorageServer() as srv:
+        srv.blobs["blob"] = os.urandom(3 * 1024 * 1024 + 17)
+        yield srv
+
+
+def make_transport(server: StorageServer, lifetime: float = 3600.0, name: str = "blob",
+                   policy: RetryPolicy = FAST) -> Transport:
+    broker = URLBroker(lambda key: server.sign(name, lifetime), stats=TransferStats())
+    return Transport(broker, policy=policy)
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_broker_signs_once_and_refreshes_before_expiry() -> None:
+    clock = FakeClock()
+    calls: list[FileKey] = []
+
+    def sign(key: FileKey) -> tuple[str, float]:
+        calls.append(key)
+        return f"https://storage/x?sig={len(calls)}", time.time() + 100.0
+
+    broker = URLBroker(sign, margin=30.0, clock=clock)
+    first = broker.lease(KEY)
+    assert broker.lease(KEY).url == first.url and len(calls) == 1
+    clock.now += 69.0  # 31 s left: still outside the 30 s margin (capped at 20 % of 100 s = 20 s)
+    assert broker.lease(KEY).url == first.url
+    clock.now += 12.0  # 19 s left: inside the margin -> re-signed
+    second = broker.lease(KEY)
+    assert second.url != first.url and len(calls) == 2
+    stats = broker.stats.snapshot()
+    assert stats["urls_signed"] == 2 and stats["url_refreshes"] == 1
+
+
+def test_broker_invalidate_drops_only_the_refused_generation() -> None:
+    n = iter(range(100))
+    broker = URLBroker(lambda key: (f"https://s/{next(n)}", time.time() + 3600))
+    stale = broker.lease(KEY)
+    broker.invalidate(stale)
+    fresh = broker.lease(KEY)
+    assert fresh.url != stale.url
+    broker.invalidate(stale)  # a second thread reporting the same old URL must not drop the new one
+    assert broker.lease(KEY).url == fresh.url
+
+
+def test_broker_concurrent_leases_sign_once() -> None:
+    count = 0
+    lock = threading.Lock()
+
+    def slow_sign(key: FileKey) -> tuple[str, float]:
+        nonlocal count
+        with lock:
+            count += 1
+        time.sleep(0.05)
+        return "https://s/one", time.time() + 3600
+
+    broker = URLBroker(slow_sign)
+    threads = [threading.Thread(target=broker.lease, args=(KEY,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count == 1
+
+
+def test_broker_etag_change_is_an_error_naming_the_file() -> None:
+    broker = URLBroker(lambda key: ("https://s/x", None))
+    broker.check_etag(KEY, '"abc"')
+    broker.check_etag(KEY, 'W/"abc"')
+    with pytest.raises(FileChangedError) as info:
+        broker.check_etag(KEY, '"def"')
+    assert KEY.url in str(info.value) and isinstance(info.value, OSError)
+    broker.forget(KEY)
+    broker.check_etag(KEY, '"def"')  # after forgetting, the new version is accepted
+
+
+def test_signed_url_objects_are_accepted() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from fusion_stac.models import SignedURL
+
+    signed = SignedURL("https://s/x?signature=secret", datetime.now(timezone.utc) + timedelta(hours=1))
+    lease = URLBroker(lambda key: signed).lease(KEY)
+    assert lease.url == signed.url and "secret" not in repr(lease)
+
+
+# -- range reads -------------------------------------------------------------------------------
+
+def test_read_range_exact_bytes_and_no_head(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    assert t.read_range(KEY, 10, 100_000, path="fusion://x", size=len(data)) == data[10:100_000]
+    assert t.read_range(KEY, len(data) - 5, len(data), path="fusion://x", size=len(data)) == data[-5:]
+    assert server.methods["HEAD"] == 0
+    assert t.stats.snapshot()["requests"] == 2
+
+
+@pytest.mark.parametrize("fault", ["truncate", "reset", "500"])
+def test_faults_are_retried_and_bytes_identical(server: StorageServer, fault: str) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.extend([fault, fault])
+    assert t.read_range(KEY, 0, len(data), path="fusion://x", size=len(data)) == data
+    stats = t.stats.snapshot()
+    assert stats["retries"] == 2 and stats["requests"] == 3
+
+
+def test_truncated_body_is_resumed_not_refetched(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.append("truncate")
+    assert t.read_range(KEY, 1000, len(data), path="fusion://x", size=len(data)) == data[1000:]
+    # The second request starts where the first body stopped.
+    (_, first), (_, second) = server.ranges
+    resumed_at = int(second.split("=")[1].split("-")[0])
+    assert first == f"bytes=1000-{len(data) - 1}" and resumed_at == 1000 + (len(data) - 1000) // 2
+
+
+def test_persistent_failure_raises_transfer_error(server: StorageServer) -> None:
+    t = make_transport(server, policy=RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.001))
+    server.faults.extend(["reset"] * 5)
+    with pytest.raises(TransferError) as info:
+        t.read_range(KEY, 0, 10, path="fusion://org/data/x/y", size=len(server.blobs["blob"]))
+    err = info.value
+    assert isinstance(err, OSError) and isinstance(err, TransportError) and isinstance(err, FusionError)
+    assert "fusion://org/data/x/y" in str(err) and "sig=" not in str(err)
+
+
+def test_expired_url_is_refreshed_and_the_same_range_retried(server: StorageServer) -> None:
+    data = server.blobs["blob"]
+    urls = iter([server.sign("blob", -10.0)[0], server.sign("blob", 3600)[0]])
+    # The broker believes the first URL is valid for an hour; storage says it has expired.
+    broker = URLBroker(lambda key: (next(urls), time.time() + 3600))
+    t = Transport(broker, policy=FAST)
+    assert t.read_range(KEY, 5, 50, path="fusion://x", size=len(data)) == data[5:50]
+    stats = t.stats.snapshot()
+    assert stats["url_refreshes"] == 1 and stats["urls_signed"] == 2 and stats["requests"] == 2
+    assert [r for _, r in server.ranges] == ["bytes=5-49", "bytes=5-49"]
+
+
+def test_permanently_refused_url_is_permission_error(server: StorageServer) -> None:
+    broker = URLBroker(lambda key: (server.url + "/o/blob?expires=9999999999&sig=bad", None))
+    t = Transport(broker, policy=FAST)
+    with pytest.raises(PermissionError) as info:
+        t.read_range(KEY, 0, 10, path="fusion://org/f", size=10)
+    assert "fusion://org/f" in str(info.value) and "bad" not in str(info.value)
+
+
+def test_missing_object_is_file_not_found(server: StorageServer) -> None:
+    t = make_transport(server, name="nothing")
+    with pytest.raises(FileNotFoundError) as info:
+        t.read_range(KEY, 0, 10, path="fusion://org/f", size=10)
+    assert "fusion://org/f" in str(info.value)
+
+
+def test_etag_change_between_reads_fails_loudly(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    t.read_range(KEY, 0, 10, path="fusion://x", size=len(data))
+    server.blobs["blob"] = bytes(reversed(data))
+    with pytest.raises(FileChangedError, match="changed"):
+        t.read_range(KEY, 10, 20, path="fusion://x", size=len(data))
+
+
+def test_size_different_from_metadata_fails_loudly(server: StorageServer) -> None:
+    t = make_transport(server)
+    with pytest.raises(FileChangedError, match="metadata"):
+        t.read_range(KEY, 0, 10, path="fusion://x", size=123)
+
+
+def test_server_ignoring_range_still_gives_exact_bytes(server: StorageServer) -> None:
+    server.ignore_range = True
+    data = server.blobs["blob"]
+    t = make_transport(server)
+    assert t.read_range(KEY, 4096, 9000, path="fusion://x", size=len(data)) == data[4096:9000]
+
+
+def test_read_ranges_merges_adjacent_and_overlapping(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    ranges = [(0, 100), (100, 200), (150, 180), (1_000_000, 1_000_010), (10, 20), (5, 5)]
+    out = t.read_ranges(KEY, ranges, path="fusion://x", size=len(data))
+    assert out == [data[s:e] for s, e in ranges]
+    assert t.stats.snapshot()["requests"] == 2  # [0, 200) and [1_000_000, 1_000_010)
+
+
+# -- the adaptive stream cache -----------------------------------------------------------------
+
+def make_cache(t: Transport, size: int, **kw: int) -> AdaptiveStreamCache:
+    def open_stream(start: int, end: int):
+        return t.open_range(KEY, start, end, path="fusion://x", size=size)
+
+    def fetch(start: int, end: int) -> bytes:
+        return t.read_range(KEY, start, end, path="fusion://x", size=size)
+
+    return AdaptiveStreamCache(kw.pop("maximum", 8 << 20), fetch, size, open_stream=open_stream, **kw)
+
+
+def test_sequential_reads_stream_over_few_requests(server: StorageServer) -> None:
+    data = server.blobs["blob"]
+    t = make_transport(server)
+    cache = make_cache(t, len(data))
+    pos, out = 0, []
+    while pos < len(data):
+        out.append(cache._fetch(pos, pos + 10_000))
+        pos += 10_000
+    assert b"".join(out) == data
+    stats = t.stats.snapshot()
+    # 64 KiB, then doubling: 64K+128K+...+2M covers 3 MiB in ~7 requests, never one per read.
+    assert stats["requests"] <= 8, stats
+    assert stats["bytes"] == len(data)
+
+
+def test_small_random_reads_fetch_small_blocks(server: StorageServer) -> None:
+    data = server.blobs["blob"]
+    t = make_transport(server)
+    cache = make_cache(t, len(data))
+    for offset in (2_000_000, 100, 1_500_000, 3_000_000):
+        assert cache._fetch(offset, offset + 500) == data[offset:offset + 500]
+    stats = t.stats.snapshot()
+    assert stats["requests"] == 4
+    assert stats["bytes"] <= 4 * 64 * 1024  # at most the initial block each, not the 8 MiB maximum
+
+
+def test_header_rereads_are_served_from_memory(server: StorageServer) -> None:
+    data = server.blobs["blob"]
+    t = make_transport(server)
+    cache = make_cache(t, len(data))
+    assert cache._fetch(0, 16) == data[:16]
+    assert cache._fetch(3_000_000, 3_000_100) == data[3_000_000:3_000_100]
+    for start, end in ((8, 200), (0, 16), (1000, 4000), (60_000, 65_000)):
+        assert cache._fetch(start, end) == data[start:end]
+    assert t.stats.snapshot()["requests"] == 2
+
+
+def test_random_access_pattern_is_byte_identical_under_faults(server: StorageServer) -> None:
+    data = server.blobs["blob"]
+    t = make_transport(server)
+    cache = make_cache(t, len(data), maximum=1 << 20)
+    rng = random.Random(5)
+    for _ in range(20):  # a fault on every other request
+        server.faults.extend([rng.choice(["truncate", "reset", "500"]), "none"])
+    pos = 0
+    for _ in range(60):
+        if rng.random() < 0.3:
+            pos = rng.randrange(len(data))
+        n = rng.choice([1, 100, 5000, 70_000, 300_000])
+        assert cache._fetch(pos, pos + n) == data[pos:pos + n]
+        pos = min(pos + n, len(data) - 1)
+    cache.close()
+    assert t.stats.snapshot()["retries"] > 0
