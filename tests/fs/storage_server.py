@@ -46,14 +46,14 @@ class StorageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+            def do_HEAD(self) -> None:
                 with server._lock:
                     server.methods["HEAD"] += 1
                 self.send_response(403)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 name = parts.path.removeprefix("/o/")
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}

@@ -17,7 +17,7 @@ from fusion_stac.errors import FusionError, TransportError
 from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker
 from fusion_stac.fs._file import AdaptiveStreamCache
 from fusion_stac.fs._stats import TransferStats
-from fusion_stac.fs._transport import RetryPolicy, Transport, TransferError
+from fusion_stac.fs._transport import RetryPolicy, TransferError, Transport
 
 from .storage_server import StorageServer
 
