@@ -1,0 +1,249 @@
+"""Running the emulator: in-process (:class:`Emulator`, a context manager) or as a CLI server.
+
+The server is uvicorn with its pure-Python h11 protocol, subclassed only to register each connection's
+transport (needed to inject connection resets and truncated bodies). In-process, uvicorn runs in a
+background thread on a socket bound before start, so ``emu.url`` is known immediately and ``port=0``
+picks a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from fusion_stac.emulator.app import create_app, route_template
+from fusion_stac.emulator.core import Platform
+from fusion_stac.emulator.faults import (
+    FaultConfig,
+    FaultMiddleware,
+    FaultState,
+    Stats,
+    TransportRegistry,
+    make_tracking_protocol,
+)
+from fusion_stac.emulator.settings import EmulatorSettings
+
+logger = logging.getLogger("fusion_stac.emulator")
+
+_UNSET: Any = object()
+
+
+@dataclass
+class Runtime:
+    """Everything the routes need, shared by reference so ``configure`` takes effect immediately."""
+
+    platform: Platform
+    processes: Any
+    faults: FaultState
+    stats: Stats
+
+
+class Emulator:
+    """A local Fusion Platform server.
+
+    ``with Emulator(data_dir=..., execution_duration=0) as emu:`` starts it on a free loopback port in a
+    background thread; ``emu.url`` is its base URL. State (users, data, files, processes, executions) lives
+    in ``data_dir`` and survives a restart; with ``data_dir=None`` a temporary directory is used and removed
+    on stop. Keyword arguments are the fields of :class:`EmulatorSettings`.
+    """
+
+    def __init__(self, data_dir: str | Path | None = None, **settings: Any) -> None:
+        if isinstance(settings.get("settings"), EmulatorSettings):
+            base: EmulatorSettings = settings.pop("settings")
+            self.settings = base.replace(data_dir=Path(data_dir) if data_dir is not None else base.data_dir,
+                                         **settings)
+        else:
+            self.settings = EmulatorSettings(data_dir=Path(data_dir) if data_dir is not None else None, **settings)
+        self._temp_dir: Path | None = None
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._runtime: Runtime | None = None
+        self._port: int | None = None
+        self.stats_counter = Stats()
+        self.registry = TransportRegistry()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory holding the state (a temporary one when none was given)."""
+        if self.settings.data_dir is not None:
+            return self.settings.data_dir
+        if self._temp_dir is None:
+            self._temp_dir = Path(tempfile.mkdtemp(prefix="fusion-emulator-"))
+        return self._temp_dir
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server, e.g. ``http://127.0.0.1:54321``."""
+        if self._port is None:
+            raise RuntimeError("the emulator is not running")
+        host = self.settings.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self._port}"
+
+    @property
+    def platform(self) -> Platform:
+        """The emulated platform (for tests that need to look behind the API)."""
+        if self._runtime is None:
+            raise RuntimeError("the emulator is not running")
+        return self._runtime.platform
+
+    def build_app(self) -> Any:
+        """Create the platform state and the ASGI application (wrapped in the fault middleware)."""
+        from fusion_stac.emulator.processes import Processes
+
+        platform = Platform(self.settings, self.data_dir)
+        faults = FaultState(api=self.settings.api_faults, storage=self.settings.storage_faults,
+                            api_latency=self.settings.api_latency, storage_latency=self.settings.storage_latency,
+                            seed=self.settings.seed)
+        processes = Processes(platform)
+        self._runtime = Runtime(platform=platform, processes=processes, faults=faults, stats=self.stats_counter)
+        app = create_app(self._runtime)
+        return FaultMiddleware(app, state=faults, stats=self.stats_counter, registry=self.registry,
+                               route_of=lambda scope: route_template(app, scope))
+
+    def uvicorn_config(self, app: Any) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            http=make_tracking_protocol(self.registry),
+            lifespan="off",
+            log_level=self.settings.log_level,
+            access_log=False,
+            timeout_keep_alive=30,
+            server_header=False,
+        )
+
+    def start(self) -> Emulator:
+        """Start serving in a background thread; returns self."""
+        if self._thread is not None:
+            raise RuntimeError("the emulator is already running")
+        app = self.build_app()
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        sock.listen(128)
+        sock.set_inheritable(True)
+        self._socket = sock
+        self._port = sock.getsockname()[1]
+        self._server = uvicorn.Server(self.uvicorn_config(app))
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._serve, name=f"fusion-emulator-{self._port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the emulator failed to start (see the log)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the emulator did not start within 30 s")
+            time.sleep(0.01)
+        assert self._runtime is not None
+        self._runtime.processes.start_background()
+        return self
+
+    def _serve(self) -> None:
+        assert self._server is not None and self._socket is not None
+        asyncio.run(self._server.serve(sockets=[self._socket]))
+
+    def stop(self) -> None:
+        """Stop the server and background work; remove the temporary data directory if one was used."""
+        if self._runtime is not None:
+            self._runtime.processes.shutdown()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._socket is not None:
+            self._socket.close()
+        if self._runtime is not None:
+            self._runtime.platform.close()
+        self._thread = None
+        self._server = None
+        self._socket = None
+        self._runtime = None
+        self._port = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- runtime control ------------------------------------------------------------------------
+
+    def configure(self, *, api_faults: FaultConfig | None = _UNSET, storage_faults: FaultConfig | None = _UNSET,
+                  url_lifetime: float = _UNSET, token_lifetime: float = _UNSET, api_latency: float = _UNSET,
+                  storage_latency: float = _UNSET, execution_duration: float = _UNSET,
+                  seed: int = _UNSET) -> None:
+        """Change fault injection and lifetimes while running (``None`` faults mean "no faults")."""
+        changes: dict[str, Any] = {}
+        if api_faults is not _UNSET:
+            changes["api_faults"] = api_faults or FaultConfig()
+        if storage_faults is not _UNSET:
+            changes["storage_faults"] = storage_faults or FaultConfig()
+        for name, value in (("url_lifetime", url_lifetime), ("token_lifetime", token_lifetime),
+                            ("api_latency", api_latency), ("storage_latency", storage_latency),
+                            ("execution_duration", execution_duration), ("seed", seed)):
+            if value is not _UNSET:
+                changes[name] = value
+        self.settings = self.settings.replace(**changes)
+        runtime = self._runtime
+        if runtime is None:
+            return
+        runtime.platform.settings = self.settings
+        faults = runtime.faults
+        faults.api = self.settings.api_faults
+        faults.storage = self.settings.storage_faults
+        faults.api_latency = self.settings.api_latency
+        faults.storage_latency = self.settings.storage_latency
+        if "seed" in changes:
+            faults.reseed(self.settings.seed)
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters: api/storage request counts, bytes served, counts per route template, faults."""
+        return self.stats_counter.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero the request counters."""
+        self.stats_counter.reset()
+
+    def collect_garbage(self) -> int:
+        """Remove stored blobs of deleted files whose download URLs have expired; returns how many."""
+        return self.platform.blobs.collect_garbage()
+
+    def __repr__(self) -> str:
+        state = f"url={self.url}" if self._port is not None else "stopped"
+        return f"Emulator({state}, data_dir={str(self.settings.data_dir)!r})"
+
+
+def serve_forever(settings: EmulatorSettings) -> None:
+    """Run the emulator in the foreground until interrupted (used by the CLI)."""
+    emulator = Emulator(settings=settings)
+    app = emulator.build_app()
+    assert emulator._runtime is not None
+    emulator._runtime.processes.start_background()
+    config = emulator.uvicorn_config(app)
+    config.host = settings.host
+    config.port = settings.port
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        emulator._runtime.processes.shutdown()
+        emulator._runtime.platform.close()
