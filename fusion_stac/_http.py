@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -111,6 +112,25 @@ class RequestStats:
         s = self.snapshot()
         return (f"RequestStats(requests={s['requests']}, retries={s['retries']}, relogins={s['relogins']}, "
                 f"by_method={s['by_method']})")
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>``; as an explicit auth it also stops requests from applying
+    netrc credentials for the host (which would replace our header)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._token:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(*****)"
+
+
+NO_AUTH = BearerAuth(None)  # for login and pre-signed URLs: no header, and no netrc either
 
 
 class _RetryableStatus(Exception):
@@ -209,6 +229,7 @@ class Transport:
         stream: bool = False,
         timeout: Timeout | None = None,
         rewind: Callable[[], Any] | None = None,
+        auth: requests.auth.AuthBase = NO_AUTH,
     ) -> requests.Response:
         """Send one logical request, retrying as the policy allows.
 
@@ -231,7 +252,7 @@ class Transport:
             started = time.perf_counter()
             response = self.session.request(
                 method, url, params=params, json=json, data=data, headers=headers, stream=stream,
-                timeout=timeout or self.timeout, allow_redirects=True,
+                timeout=timeout or self.timeout, allow_redirects=True, auth=auth,
             )
             self.stats._status(response.status_code)
             logger.debug("%s %s -> %d in %.0f ms", method, shown, response.status_code,

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from fusion_stac._http import RequestStats, RetryPolicy, Transport, shown_url
+from fusion_stac._http import BearerAuth, RequestStats, RetryPolicy, Transport, shown_url
 from fusion_stac.errors import (
     AmbiguousNameError,
     AnalysisError,
@@ -482,9 +482,19 @@ class FusionClient:
         a missing login and password. Keyword arguments override the environment.
         """
         api_url = api_url or os.environ.get(ENV_API_URL) or DEFAULT_API_URL
-        email = kwargs.pop("email", None) or os.environ.get(ENV_EMAIL) or None
-        user_id = kwargs.pop("user_id", None) or os.environ.get(ENV_USER_ID) or None
-        password = kwargs.pop("password", None) or os.environ.get(ENV_PASSWORD) or None
+        env_email = os.environ.get(ENV_EMAIL) or None
+        env_user_id = os.environ.get(ENV_USER_ID) or None
+        email = kwargs.pop("email", None) or env_email
+        user_id = kwargs.pop("user_id", None) or env_user_id
+        password = kwargs.pop("password", None)
+        env_password = os.environ.get(ENV_PASSWORD) or None
+        # The environment's password belongs to the environment's identity: never pair it with another.
+        if password is None and env_password and (
+            (env_email is None and env_user_id is None)
+            or (email is not None and email == env_email)
+            or (user_id is not None and user_id == env_user_id)
+        ):
+            password = env_password
         if password is None:
             found = _netrc_credentials(api_url)
             if found is not None:
@@ -525,10 +535,10 @@ class FusionClient:
         """Rebuild; a password comes back only from this machine's environment or netrc."""
         state = dict(state)
         api_url = state.pop("api_url")
-        rebuilt = FusionClient.from_env(api_url, **state) if (state.get("email") or state.get("user_id")) \
-            else FusionClient(api_url, **state)
-        if rebuilt.email not in {None, state.get("email")} or rebuilt.user_id not in {None, state.get("user_id")}:
-            rebuilt._password = None
+        if state.get("email") or state.get("user_id"):
+            rebuilt = FusionClient.from_env(api_url, **state)
+        else:
+            rebuilt = FusionClient(api_url, **state)
         self.__dict__.update(rebuilt.__dict__)
 
     @property
@@ -661,7 +671,7 @@ class FusionClient:
             token = self._ensure_token()
             response = self._http.send(
                 method, url, shown=path, idempotent=idempotent, params=params, json=body,
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                headers={"Content-Type": "application/json"}, auth=BearerAuth(token),
             )
             if response.status_code == 401 and not relogged and self._can_login():
                 relogged = True
