@@ -25,9 +25,16 @@ _LAZY: dict[str, str] = {
     "ValidationError": "fusion_stac.errors",
     "AmbiguousNameError": "fusion_stac.errors",
     "TransportError": "fusion_stac.errors",
+    "ConflictError": "fusion_stac.errors",
+    "AnalysisError": "fusion_stac.errors",
+    "ExecutionFailedError": "fusion_stac.errors",
+    "WaitTimeout": "fusion_stac.errors",
     # client
     "FusionClient": "fusion_stac.client",
     "login": "fusion_stac.client",
+    "ProcessDraft": "fusion_stac.client",
+    "RetryPolicy": "fusion_stac.client",
+    "SignedURL": "fusion_stac.models",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -1381,7 +1381,10 @@ class FusionClient:
         expected = 1
         if group_id is not None:
             process = self.get_process(org_id, pid)
-            expected = (process.non_aggregator_count or 0) + (process.aggregator_count or 0)
+            latest_run = process.latest_executions()
+            if latest_run and latest_run[0].group_id == group_id:
+                # The process's counts describe its latest run only: slices plus aggregators still to come.
+                expected = (process.non_aggregator_count or 0) + (process.aggregator_count or 0)
         began = time.monotonic()
         while True:
             if group_id is not None:
