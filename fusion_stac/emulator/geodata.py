@@ -239,7 +239,8 @@ def utm_epsg(lon: float, lat: float) -> int:
     """
     if not (math.isfinite(lon) and math.isfinite(lat)) or not -90.0 <= lat <= 90.0:
         raise ValueError(f"not a lon/lat position: ({lon}, {lat})")
-    lon = ((lon + 180.0) % 360.0) - 180.0
+    if not -180.0 <= lon <= 180.0:
+        lon = ((lon + 180.0) % 360.0) - 180.0
     zone = min(int((lon + 180.0) // 6.0) + 1, 60)
     return (32600 if lat >= 0.0 else 32700) + zone
 
@@ -662,16 +663,22 @@ def _band_selector(band: int, data: np.ma.MaskedArray, dtype: str, unit: str | N
 
 # ----- previews -------------------------------------------------------------------------------------------
 
-# Hypsometric ramp (position 0..1 -> RGB). Hand-written because matplotlib is not an emulator dependency.
+# Colour ramps, hand-written because matplotlib is not an emulator dependency. Generic: position 0..1
+# (2nd..98th percentile) -> RGB. Elevation: metres -> RGB (hypsometric tints), stretched when the data
+# rise above 1300 m.
 _RAMP = np.array(
+    [[0.0, 68, 1, 84], [0.25, 59, 82, 139], [0.5, 33, 145, 140], [0.75, 94, 201, 98], [1.0, 253, 231, 37]]
+)
+_ELEVATION_RAMP = np.array(
     [
-        [0.00, 38, 90, 160],
-        [0.08, 96, 160, 190],
-        [0.12, 70, 140, 70],
-        [0.35, 150, 180, 90],
-        [0.60, 200, 175, 110],
-        [0.85, 150, 110, 80],
-        [1.00, 245, 245, 245],
+        [-20.0, 30, 70, 140],
+        [-0.01, 110, 165, 205],
+        [0.0, 70, 130, 70],
+        [150.0, 120, 170, 90],
+        [400.0, 205, 195, 120],
+        [750.0, 165, 120, 80],
+        [1050.0, 140, 130, 125],
+        [1300.0, 245, 245, 245],
     ]
 )
 
@@ -701,9 +708,10 @@ def _raster_preview(src: rasterio.io.DatasetReader, kind: str, resolution: float
             for value, (_name, colour) in CLOUD_CLASSES.items():
                 rgb[(values == value) & ~mask] = colour
         else:
-            rgb = _ramp_colours(values, mask)
             if kind == "DEM" or (src.units and _normalise_unit(src.units[0]) == "m"):
-                rgb = _hillshade(values, mask, resolution * scale, rgb)
+                rgb = _hillshade(values, mask, resolution * scale, _elevation_colours(values, mask))
+            else:
+                rgb = _ramp_colours(values, mask)
         alpha = np.where(mask, 0, 255).astype(np.uint8)
     image = Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA")
     buffer = io.BytesIO()
@@ -720,6 +728,14 @@ def _ramp_colours(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     position = np.clip((np.where(mask, low, values) - low) / span, 0.0, 1.0)
     channels = [np.interp(position, _RAMP[:, 0], _RAMP[:, c]) for c in (1, 2, 3)]
     return np.dstack(channels).astype(np.uint8)
+
+
+def _elevation_colours(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    valid = values[~mask]
+    top = max(1300.0, float(np.percentile(valid, 98.0))) if valid.size else 1300.0
+    stops = _ELEVATION_RAMP[:, 0] * np.where(_ELEVATION_RAMP[:, 0] > 0, top / 1300.0, 1.0)
+    filled = np.where(mask, 0.0, values)
+    return np.dstack([np.interp(filled, stops, _ELEVATION_RAMP[:, c]) for c in (1, 2, 3)]).astype(np.uint8)
 
 
 def _hillshade(values: np.ndarray, mask: np.ndarray, pixel_m: float, rgb: np.ndarray) -> np.ndarray:
@@ -938,7 +954,7 @@ def _linear_parts(geometry: shapely.Geometry) -> shapely.Geometry:
     lines = list(parts[np.isin(types, (1, 2))])
     for polygon in parts[types == 3]:
         lines.extend(_flatten(shapely.boundary(polygon)))
-    return shapely.multilinestrings(lines) if lines else shapely.multilinestrings([])
+    return shapely.multilinestrings(lines) if lines else shapely.MultiLineString()
 
 
 def _field_selector(
