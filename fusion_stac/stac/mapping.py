@@ -255,7 +255,7 @@ class RasterInfo:
         """From ``to_dict`` output, or from an ingester record (``width``, ``height``, ``transform``,
         ``epsg``/``crs``, ``dtype``, ``nodata``, ``overviews``, ``count``/``bands``, ``cog``/``tiled``)."""
         transform = [float(v) for v in d["transform"]][:6]
-        crs = d.get("crs")
+        crs = d.get("crs") or d.get("crs_wkt")
         if d.get("epsg") is not None:
             crs = f"EPSG:{int(d['epsg'])}"
         crs = crs_code(crs) or (str(crs) if crs else None)
@@ -520,6 +520,7 @@ def raster_bands(file: DataFile, info: RasterInfo | None) -> list[dict[str, Any]
             stats = _drop_none({
                 "minimum": _number(sel.minimum), "maximum": _number(sel.maximum),
                 "mean": _number(sel.mean), "stddev": _number(sel.sd),
+                "valid_percent": _number(sel.get("valid_percent")),
             })
             if stats:
                 band["statistics"] = stats
@@ -626,7 +627,8 @@ def file_item(
         start = ex.started_at or output.component.started_at
         end = ex.ended_at or output.component.ended_at or start
         nominal = output.nominal_datetime or start
-        props["datetime"] = rfc3339(hint_props.get("datetime") or nominal)
+        # not the platform's stac_item datetime: that may be a file time, different for each slice
+        props["datetime"] = rfc3339(nominal)
         if start is not None:
             props["start_datetime"] = rfc3339(start)
             props["end_datetime"] = rfc3339(max(end, start) if end else start)
@@ -723,6 +725,7 @@ def file_item(
     if file.size is not None:
         data_asset["file:size"] = int(file.size)
         extensions.add(FILE_SCHEMA)
+    checksum = checksum or _checksum_from_api(file)
     if checksum:
         data_asset["file:checksum"] = checksum
         extensions.add(FILE_SCHEMA)
@@ -757,6 +760,19 @@ def file_item(
     if geometry is not None and bbox is not None:
         item["bbox"] = bbox
     return item
+
+
+def _checksum_from_api(file: DataFile) -> str | None:
+    """A multihash (``1220`` + SHA-256 hex) when the analysis reports the file's SHA-256."""
+    for record in (file.ingesters or {}).values():
+        digest = record.get("sha256") if isinstance(record, Mapping) else None
+        if isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest):
+            return "1220" + digest.lower()
+    for asset in ((file.stac_item or {}).get("assets") or {}).values():
+        value = asset.get("file:checksum") if isinstance(asset, Mapping) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
