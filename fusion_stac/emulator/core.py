@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -582,10 +583,12 @@ class Platform:
             return
         self.record_analysis(record, blob_path)
 
-    def record_analysis(self, record: dict[str, Any], path: Path) -> dict[str, Any]:
+    def record_analysis(self, record: dict[str, Any], path: Path, *, item_id: str | None = None,
+                        when: datetime | None = None) -> dict[str, Any]:
         """Run ``analyse_file`` on ``path`` and store its fields, footprint and preview on the file record."""
         try:
-            result = analysis.analyse_file(path, record["file_type"], record.get("file_name") or path.name)
+            result = analysis.analyse_file(path, record["file_type"], record.get("file_name") or path.name,
+                                           item_id=item_id, when=when)
             fields = sanitise(dict(result.fields))
             geometry = result.geometry_wkb
             preview = result.preview_png
@@ -717,9 +720,7 @@ def _derive(secret: bytes, purpose: str) -> bytes:
     return hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
 
 
-def _parse_iso(text: str) -> Any:
-    from datetime import datetime
-
+def _parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 

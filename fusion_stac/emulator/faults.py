@@ -11,6 +11,7 @@ middleware can find it from the ASGI scope.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -233,10 +234,8 @@ def _abort_with_reset(transport: asyncio.Transport | None) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # already closed
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:  # pragma: no cover - already closed
-            pass
     transport.abort()
 
 

@@ -130,13 +130,12 @@ class Emulator:
         """Start serving in a background thread; returns self."""
         if self._thread is not None:
             raise RuntimeError("the emulator is already running")
-        app = self.build_app()
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.host, self.settings.port))
-        sock.listen(128)
-        sock.set_inheritable(True)
+        sock = _bind(self.settings.host, self.settings.port)
+        try:
+            app = self.build_app()
+        except BaseException:
+            sock.close()
+            raise
         self._socket = sock
         self._port = sock.getsockname()[1]
         self._server = uvicorn.Server(self.uvicorn_config(app))
@@ -232,18 +231,38 @@ class Emulator:
         return f"Emulator({state}, data_dir={str(self.settings.data_dir)!r})"
 
 
-def serve_forever(settings: EmulatorSettings) -> None:
-    """Run the emulator in the foreground until interrupted (used by the CLI)."""
+def serve_forever(settings: EmulatorSettings, announce: Any = None) -> None:
+    """Run the emulator in the foreground until interrupted (used by the CLI).
+
+    Binds the socket first (so a busy port fails fast with ``OSError``), then calls ``announce(url)``.
+    """
     emulator = Emulator(settings=settings)
+    sock = _bind(settings.host, settings.port)
     app = emulator.build_app()
     assert emulator._runtime is not None
-    emulator._runtime.processes.start_background()
-    config = emulator.uvicorn_config(app)
-    config.host = settings.host
-    config.port = settings.port
-    server = uvicorn.Server(config)
+    runtime = emulator._runtime
+    runtime.processes.start_background()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    if announce is not None:
+        announce(f"http://{host}:{sock.getsockname()[1]}")
+    server = uvicorn.Server(emulator.uvicorn_config(app))
     try:
-        server.run()
+        asyncio.run(server.serve(sockets=[sock]))
     finally:
-        emulator._runtime.processes.shutdown()
-        emulator._runtime.platform.close()
+        runtime.processes.shutdown()
+        runtime.platform.close()
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

@@ -12,6 +12,7 @@ from blocking on a writer in another process (e.g. a test inspecting the file).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -126,10 +127,8 @@ class Store:
     def close(self) -> None:
         """Close the connection (after a checkpoint, so the WAL does not linger)."""
         with self._lock:
-            try:
+            with contextlib.suppress(sqlite3.Error):  # best effort
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:  # pragma: no cover - best effort
-                pass
             self._conn.close()
 
     @contextmanager
