@@ -53,11 +53,12 @@ Progress = Callable[[float], None]
 # open_catalog
 
 
-def resolve_href(client: Any, path: str | None = None) -> str:
+def resolve_href(client: Any, path: str | None = None, *, seen: list[Any] | None = None) -> str:
     """The STAC href of the node a ``fusion://`` path (ids or names) designates.
 
     ``None`` is the root; a bare string without ``/`` is an organisation id or name. Executions
     are ids, a group id or ``latest``; an execution that belongs to a group resolves to the group.
+    Models fetched on the way are appended to ``seen`` (to spare a catalog asking again).
     Unknown or ambiguous names raise :class:`~fusion_stac.errors.NotFoundError` /
     :class:`~fusion_stac.errors.AmbiguousNameError` naming what was looked for and where.
     """
@@ -72,6 +73,8 @@ def resolve_href(client: Any, path: str | None = None) -> str:
     if fp.kind == "root":
         return ROOT_HREF
     org = client.organisation(fp.organisation)
+    if seen is not None:
+        seen.append(org)
     if fp.section is None:
         return organisation_href(org.id)
     if fp.section == "data":
@@ -92,6 +95,8 @@ def resolve_href(client: Any, path: str | None = None) -> str:
         return processes_href(org.id)
     proc = _named(lambda: client.find_process(org.id, fp.process),
                   f"no process named {fp.process!r} in organisation {org.name!r}")
+    if seen is not None:
+        seen.append(proc)
     if fp.execution is None:
         return process_href(org.id, proc.id)
     if fp.component is not None:
@@ -150,9 +155,11 @@ def open_catalog(
     ``get_items(recursive=True)``, ``get_item``) makes API requests only for what it visits; the
     catalog caches them, so re-open it to see new data.
     """
-    href = resolve_href(client, path)
+    seen: list[Any] = []
+    href = resolve_href(client, path, seen=seen)
     io = FusionStacIO(client, asset_hrefs=asset_hrefs, read_headers=read_headers,
                       include_intermediate=include_intermediate, root_href=href)
+    io.seed(seen)
     kind = parse_stac_href(href).kind
     cls = pystac.Catalog if kind == "catalog" else pystac.Collection
     return cls.from_file(href, stac_io=io)

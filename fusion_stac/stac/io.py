@@ -43,7 +43,6 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import pystac
 from pystac.stac_io import DefaultStacIO
 
 from fusion_stac import _urls
@@ -230,6 +229,15 @@ class FusionStacIO(DefaultStacIO):
             self._processes: dict[str, list[Process]] = {}
             self._process: dict[tuple[str, str], Process] = {}
             self._executions: dict[tuple[str, str], list[ProcessExecution]] = {}
+
+    def seed(self, models: Iterable[Any]) -> None:
+        """Prime the caches with organisations and processes already fetched (e.g. by a name lookup)."""
+        with self._lock:
+            for model in models:
+                if isinstance(model, Organisation):
+                    self._orgs[model.id] = model
+                elif isinstance(model, Process) and model.organisation_id:
+                    self._process[(model.organisation_id, model.id)] = model
 
     # -- pystac StacIO interface -------------------------------------------------------------------
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
