@@ -1243,6 +1243,11 @@ _HILLS = _Octaves.make(
     ridged=[False, True, True, True, False],
 )  # fmt: skip
 _ROUGH = _Octaves.make(7303, [760.0, 340.0, 150.0, 70.0], [9.0, 4.0, 1.8, 0.8], [3, 3, 3, 2])
+# Domain warp of the hills: three smooth fields displace the positions at which the hill octaves are
+# evaluated by up to ~2.5 km, bending ridge lines so they stop looking like interference rings. Long
+# wavelengths keep the warp nearly linear across a lattice cell (sub-metre interpolation error).
+_WARP = tuple(_Octaves.make(seed, [90e3, 55e3], [1.0, 0.6], [4, 4]) for seed in (7401, 7402, 7403))
+_WARP_M = 2500.0
 
 # Clouds: drifting, evolving cells from synoptic to convective scales.
 _CLOUDS = _Octaves.make(
@@ -1380,6 +1385,11 @@ def _shape_elevation(continent: np.ndarray, hills: np.ndarray, rough: np.ndarray
     high = height > 1050
     v = (height[high] - np.float32(1050.0)) / np.float32(250.0)
     height[high] = np.float32(1050.0) + np.float32(250.0) * v / (np.float32(1.0) + v)
+    # Keep 1/128 m (~8 mm, finer than any real DEM's precision): multiples of a power of two are exact in
+    # float32, and the zeroed low mantissa bits let DEFLATE + float predictor halve the file size.
+    height *= np.float32(128.0)
+    np.round(height, out=height)
+    height *= np.float32(1.0 / 128.0)
     return height
 
 
@@ -1419,8 +1429,23 @@ def elevation_lonlat(lon: Any, lat: Any, *, resolution_m: float = 10.0) -> np.nd
     float32 rounding and its sub-millimetre lattice interpolation). Shapes broadcast like numpy arrays."""
     lon, lat = np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float))
     xyz = _ecef(lon, lat)
-    parts = [_direct_waves(o, xyz, resolution_m) for o in (_CONTINENT, _HILLS, _ROUGH)]
-    return _shape_elevation(*parts).astype(np.float32)
+    continent = _direct_waves(_CONTINENT, xyz, resolution_m)
+    hills = _direct_waves(_HILLS, _warped(xyz), resolution_m)
+    return _shape_elevation(continent, hills, _direct_waves(_ROUGH, xyz, resolution_m)).astype(np.float32)
+
+
+def _warped(xyz: np.ndarray) -> np.ndarray:
+    """Positions displaced by the hills' domain warp (float64, element-wise: deterministic per point)."""
+    shifted = np.array(xyz, dtype=float, copy=True)
+    for axis, octaves in enumerate(_WARP):
+        field = np.zeros(xyz.shape[1:])
+        for o in range(len(octaves.wavelength)):
+            value = np.zeros(xyz.shape[1:])
+            for i in np.flatnonzero(octaves.octave == o):
+                value += np.sin(np.mod(_phase(octaves, i, xyz, 0.0), 2.0 * math.pi))
+            field += octaves.combine(o, value, 1.0)
+        shifted[axis] += _WARP_M * field
+    return shifted
 
 
 def classification_lonlat(lon: Any, lat: Any, date: datetime, *, resolution_m: float = 20.0) -> np.ndarray:
@@ -1481,7 +1506,7 @@ def render_elevation(path: Path, slc: Slice, *, resolution_m: float) -> None:
     transform, width, height = _slice_grid(slc, resolution_m)
     lattice = _Lattice(slc.epsg, transform, width, height, resolution_m)
     continent = lattice.waves(_CONTINENT, lattice.xyz, resolution_m)
-    hills = lattice.waves(_HILLS, lattice.xyz, resolution_m)
+    hills = lattice.waves(_HILLS, _warped(lattice.xyz), resolution_m)
     rough = lattice.waves(_ROUGH, lattice.xyz, resolution_m)
     data = lattice.crop(_shape_elevation(continent, hills, rough))
     _write_cog(
