@@ -441,6 +441,7 @@ class FusionClient:
         url_lifetime: timedelta = timedelta(hours=1),
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_login: Callable[[FusionClient], None] | None = None,
     ) -> None:
         if not isinstance(api_url, str) or urlsplit(api_url).scheme not in {"http", "https"}:
             raise ValidationError(f"api_url must be an http(s) URL, got {api_url!r}", field="api_url")
@@ -464,6 +465,7 @@ class FusionClient:
         self._sleep = sleep
         self._auth_lock = threading.Lock()
         self._user: User | None = None
+        self._on_login = on_login
         from fusion_stac import __version__
 
         self._http = Transport(
@@ -551,6 +553,11 @@ class FusionClient:
     def logged_in(self) -> bool:
         return self._token is not None
 
+    @property
+    def session_token(self) -> str | None:
+        """The current bearer token (a secret: for token caches only; never log it)."""
+        return self._token
+
     def _can_login(self) -> bool:
         return bool(self._password) and bool(self.email or self.user_id)
 
@@ -592,6 +599,11 @@ class FusionClient:
         self.user_id = str(sub)
         self._token = str(access)
         logger.info("logged in to %s as %s", self.api_url, self.email or self.user_id)
+        if self._on_login is not None:
+            try:
+                self._on_login(self)
+            except Exception:  # a hook (e.g. a token cache) must not break the login
+                logger.warning("on_login hook failed", exc_info=True)
 
     def _ensure_token(self) -> str:
         token = self._token
@@ -1137,6 +1149,17 @@ class FusionClient:
             part.touch()  # an empty file
         os.replace(part, target)
         return target
+
+    def signed_get(self, url: SignedURL | str, *, headers: Mapping[str, str] | None = None,
+                   stream: bool = False) -> requests.Response:
+        """GET a pre-signed URL through the client's pool, timeout, retry policy and counters.
+
+        Returns the response whatever its status (the caller decides; 403 usually means the URL
+        expired: sign again). No ``Authorization`` header and no netrc credentials are sent.
+        """
+        raw = url.url if isinstance(url, SignedURL) else url
+        return self._http.send("GET", raw, shown=shown_url(raw), signed=True, headers=dict(headers or {}),
+                               stream=stream)
 
     # -- services ----------------------------------------------------------------------------------
     def iter_services(self, org_id: str, *, name: str | None = None, keyword: str | None = None,
