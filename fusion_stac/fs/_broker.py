@@ -10,8 +10,10 @@ request. The broker:
 * re-signs when a request with the URL was refused (403, expired), but only once per URL however many
   threads saw the refusal: :meth:`URLBroker.invalidate` drops the URL only if it is still the one the
   failed lease handed out;
-* remembers the first ``ETag`` storage reported for each file, so that a file whose content changed
-  between two URLs fails loudly instead of mixing versions (:meth:`URLBroker.check_etag`).
+
+A :class:`VersionPin` travels with each read operation (an open file, one ``cat_ranges`` call...): it
+remembers the first ``ETag`` storage reported, so that a file whose content changes between two
+requests of the same read -- typically across a URL refresh -- fails loudly instead of mixing versions.
 
 Signing is delegated to a callable ``sign(key) -> SignedURL | (url, expires_at)`` so the broker can
 be tested without the API. Expiry is tracked on the monotonic clock, measured from the moment of
@@ -32,7 +34,7 @@ from fusion_stac._urls import file_url
 from fusion_stac.errors import FusionError
 from fusion_stac.fs._stats import TransferStats
 
-__all__ = ["FileChangedError", "FileKey", "Lease", "Signer", "URLBroker"]
+__all__ = ["FileChangedError", "FileKey", "Lease", "Signer", "URLBroker", "VersionPin"]
 
 
 @dataclass(frozen=True, order=True)
@@ -61,6 +63,32 @@ class FileChangedError(FusionError, OSError):
     Raised instead of returning a mix of two versions; ``path`` names the file. Also an
     :class:`OSError`, so readers that only know built-ins (GDAL, xarray) see an I/O error.
     """
+
+
+class VersionPin:
+    """The version (ETag) of a file one read operation has seen; a different one later is an error."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.etag: str | None = None
+
+    def check(self, key: FileKey, etag: str | None, path: str | None = None) -> None:
+        """Pin the first ETag seen; raise :class:`FileChangedError` if a later answer has another."""
+        if not etag:
+            return
+        etag = etag.strip()
+        if etag.startswith("W/"):
+            etag = etag[2:]
+        with self._lock:
+            if self.etag is None:
+                self.etag = etag
+            known = self.etag
+        if known != etag:
+            raise FileChangedError(
+                f"{path or key.url}: the file changed while it was being read (ETag {known} became {etag}); "
+                "refusing to mix two versions. Re-open it to read the new version.",
+                path=path or key.url,
+            )
 
 
 @dataclass(frozen=True)
@@ -118,7 +146,6 @@ class URLBroker:
         self._lock = threading.Lock()
         self._entries: OrderedDict[FileKey, _Entry] = OrderedDict()
         self._key_locks: dict[FileKey, threading.Lock] = {}
-        self._etags: dict[FileKey, str] = {}
         self._signed: set[FileKey] = set()  # keys signed before: a new URL for them is a refresh
         self._generation = 0
 
@@ -142,32 +169,14 @@ class URLBroker:
                 del self._entries[lease.key]
 
     def forget(self, key: FileKey | None = None) -> None:
-        """Drop cached URLs and ETags (of one file, or all): the next read signs afresh."""
+        """Drop cached URLs (of one file, or all): the next read signs afresh."""
         with self._lock:
             if key is None:
                 self._entries.clear()
-                self._etags.clear()
                 self._signed.clear()
             else:
                 self._entries.pop(key, None)
-                self._etags.pop(key, None)
                 self._signed.discard(key)
-
-    def check_etag(self, key: FileKey, etag: str | None) -> None:
-        """Remember the first ETag seen for ``key``; raise :class:`FileChangedError` if it changes."""
-        if not etag:
-            return
-        etag = etag.strip()
-        if etag.startswith("W/"):
-            etag = etag[2:]
-        with self._lock:
-            known = self._etags.setdefault(key, etag)
-        if known != etag:
-            raise FileChangedError(
-                f"{key.url}: the file changed while it was being read (ETag {known} became {etag}); "
-                "refusing to mix two versions. Re-open it to read the new version.",
-                path=key.url,
-            )
 
     def __contains__(self, key: FileKey) -> bool:
         return self._fresh(key) is not None

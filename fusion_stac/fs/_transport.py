@@ -39,10 +39,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from fusion_stac.errors import TransportError
-from fusion_stac.fs._broker import FileChangedError, FileKey, Lease, URLBroker
+from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.fs._stats import TransferStats
 
-__all__ = ["RangeReader", "RetryPolicy", "TransferError", "Transport"]
+__all__ = ["Block", "RangeReader", "RetryPolicy", "TransferError", "Transport", "merge_ranges", "slice_ranges"]
 
 log = logging.getLogger("fusion_stac.fs")
 
@@ -120,6 +120,51 @@ def _error_body(response: requests.Response) -> bytes:
         response.close()
 
 
+@dataclass(frozen=True)
+class Block:
+    """One byte range of one file to fetch (a unit of parallel work)."""
+
+    key: FileKey
+    start: int
+    end: int
+    path: str
+    size: int | None = None
+    pin: VersionPin | None = None
+
+
+def merge_ranges(ranges: Sequence[tuple[int, int]], *, max_gap: int = 0) -> list[tuple[int, int]]:
+    """The fewest ``[start, end)`` blocks covering ``ranges`` (overlapping, adjacent or within ``max_gap``
+    merged), sorted; empty ranges need no block. Uses fsspec's own merging rule."""
+    from fsspec.utils import merge_offset_ranges
+
+    wanted = sorted((s, e) for s, e in ranges if e > s)
+    if not wanted:
+        return []
+    _, starts, ends = merge_offset_ranges(
+        ["."] * len(wanted), [s for s, _ in wanted], [e for _, e in wanted], max_gap=max_gap, sort=False
+    )
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]  # type: ignore[arg-type]
+
+
+def slice_ranges(ranges: Sequence[tuple[int, int]], blocks: Sequence[tuple[int, int]],
+                 payloads: Sequence[Any]) -> list[Any]:
+    """Cut each range's bytes out of the merged block holding it (an exception stays an exception)."""
+    import bisect
+
+    starts = [b[0] for b in blocks]
+    out: list[Any] = []
+    for start, end in ranges:
+        if end <= start:
+            out.append(b"")
+            continue
+        i = bisect.bisect_right(starts, start) - 1
+        b_start, b_end = blocks[i]
+        payload = payloads[i]
+        assert b_start <= start and end <= b_end, (start, end, blocks[i])
+        out.append(payload if isinstance(payload, BaseException) else payload[start - b_start:end - b_start])
+    return out
+
+
 class RangeReader:
     """Bytes ``[start, end)`` of one stored file, read front to back over as few requests as possible.
 
@@ -129,16 +174,18 @@ class RangeReader:
     """
 
     def __init__(self, transport: Transport, key: FileKey, start: int, end: int, *, path: str,
-                 size: int | None = None) -> None:
+                 size: int | None = None, pin: VersionPin | None = None) -> None:
         if start < 0 or end < start:
             raise ValueError(f"{path}: invalid byte range {start}-{end}")
         self.transport = transport
         self.key = key
         self.path = path
         self.size = size
+        self.pin = pin if pin is not None else VersionPin()
         self.start = start
         self.pos = start
         self.end = end
+        self.total: int | None = size  # the file size storage reports (Content-Range), once known
         self._response: requests.Response | None = None
         self._skip = 0  # bytes to discard first (a server that ignored Range)
 
@@ -156,10 +203,12 @@ class RangeReader:
         got = 0
         failures = 0
         stats = self.transport.stats
-        while got < want:
+        while got < want and self.pos < self.end:
             try:
                 if self._response is None:
                     self._connect()
+                    if self.pos >= self.end:
+                        break
                 assert self._response is not None
                 chunk = self._response.raw.read(want - got, decode_content=False)
                 if not chunk:
@@ -277,7 +326,7 @@ class RangeReader:
             status = response.status_code
             if status in (200, 206):
                 try:
-                    self._accept(response, lease)
+                    self._accept(response)
                 except BaseException:
                     response.close()
                     raise
@@ -300,6 +349,10 @@ class RangeReader:
                 continue
             if status in (404, 410):
                 raise FileNotFoundError(errno.ENOENT, f"storage has no such file (HTTP {status})", self.path)
+            if status == 416 and self.size is None and self.pos == 0:
+                self.total = 0  # an empty object: nothing to read
+                self.end = 0
+                return
             if status == 416:
                 raise FileChangedError(
                     f"{self.path}: storage refused bytes {self.pos}-{self.end - 1} (HTTP 416): the file is "
@@ -319,10 +372,10 @@ class RangeReader:
                 continue
             raise OSError(errno.EIO, f"storage answered HTTP {status} to a download", self.path)
 
-    def _accept(self, response: requests.Response, lease: Lease) -> None:
+    def _accept(self, response: requests.Response) -> None:
         """Check that a 200/206 answer carries exactly the bytes asked for, of the same file version."""
         headers = response.headers
-        self.transport.broker.check_etag(self.key, headers.get("ETag"))
+        self.pin.check(self.key, headers.get("ETag"), self.path)
         length_header = headers.get("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
         if response.status_code == 206:
@@ -331,6 +384,8 @@ class RangeReader:
                 raise TransferError(f"{self.path}: partial answer without a valid Content-Range header",
                                     path=self.path)
             first, last, total = int(match[1]), int(match[2]), match[3]
+            if total != "*":
+                self.total = int(total)
             if total != "*" and self.size is not None and int(total) != self.size:
                 raise FileChangedError(
                     f"{self.path}: storage holds {total} bytes but the file's metadata says {self.size}; "
@@ -349,6 +404,8 @@ class RangeReader:
                 )
             return
         # 200: the server ignored the Range header and sends the whole file.
+        if length is not None:
+            self.total = length
         if length is not None and self.size is not None and length != self.size:
             raise FileChangedError(
                 f"{self.path}: storage holds {length} bytes but the file's metadata says {self.size}",
@@ -399,16 +456,47 @@ class Transport:
                 self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="fusion-fs")
             return self._pool
 
-    def open_range(self, key: FileKey, start: int, end: int, *, path: str, size: int | None = None) -> RangeReader:
+    def open_range(self, key: FileKey, start: int, end: int, *, path: str, size: int | None = None,
+                   pin: VersionPin | None = None) -> RangeReader:
         """A :class:`RangeReader` over ``[start, end)``; no request is made until it is read."""
-        return RangeReader(self, key, start, end, path=path, size=size)
+        return RangeReader(self, key, start, end, path=path, size=size, pin=pin)
 
-    def read_range(self, key: FileKey, start: int, end: int, *, path: str, size: int | None = None) -> bytes:
+    def read_range(self, key: FileKey, start: int, end: int, *, path: str, size: int | None = None,
+                   pin: VersionPin | None = None) -> bytes:
         """Bytes ``[start, end)`` in one go (resumed and retried as needed)."""
         if end <= start:
             return b""
-        with self.open_range(key, start, end, path=path, size=size) as reader:
+        with self.open_range(key, start, end, path=path, size=size, pin=pin) as reader:
             return reader.read()
+
+    def read_blocks(self, blocks: Sequence[Block], *, raise_first: bool = True) -> list[Any]:
+        """Read many ``Block`` s (of any files) in parallel; results in order.
+
+        With ``raise_first`` the first failure is raised once all have finished; otherwise each
+        failed block's exception takes its place in the result.
+        """
+        def one(block: Block) -> bytes:
+            return self.read_range(block.key, block.start, block.end, path=block.path, size=block.size,
+                                   pin=block.pin)
+
+        if len(blocks) == 1:
+            try:
+                results: list[Any] = [one(blocks[0])]
+            except Exception as exc:
+                if raise_first:
+                    raise
+                results = [exc]
+            return results
+        futures = [self.pool.submit(one, b) for b in blocks]
+        results = []
+        for future in futures:
+            exc = future.exception()
+            results.append(exc if exc is not None else future.result())
+        if raise_first:
+            for item in results:
+                if isinstance(item, BaseException):
+                    raise item
+        return results
 
     def read_ranges(
         self,
@@ -417,37 +505,16 @@ class Transport:
         *,
         path: str,
         size: int | None = None,
+        pin: VersionPin | None = None,
         max_gap: int = 0,
     ) -> list[bytes]:
         """Several ranges of one file: overlapping/adjacent (within ``max_gap``) ones are merged into
         one request, the requests run in parallel, and each range gets exactly its bytes."""
-        from fsspec.utils import merge_offset_ranges
-
-        wanted = [(s, e) for s, e in ranges if e > s]
-        if not wanted:
-            return [b"" for _ in ranges]
-        _, starts, ends = merge_offset_ranges(
-            [path] * len(wanted), [s for s, _ in wanted], [e for _, e in wanted], max_gap=max_gap
-        )
-        blocks = list(zip(starts, ends, strict=True))
-        if len(blocks) == 1:
-            payloads = [self.read_range(key, blocks[0][0], blocks[0][1], path=path, size=size)]
-        else:
-            payloads = list(self.pool.map(
-                lambda block: self.read_range(key, block[0], block[1], path=path, size=size), blocks
-            ))
-        out: list[bytes] = []
-        for start, end in ranges:
-            if end <= start:
-                out.append(b"")
-                continue
-            for (b_start, b_end), payload in zip(blocks, payloads, strict=True):
-                if b_start <= start and end <= b_end:
-                    out.append(payload[start - b_start:end - b_start])
-                    break
-            else:  # pragma: no cover - merge_offset_ranges covers every input range
-                raise AssertionError(f"range {start}-{end} not covered")
-        return out
+        pin = pin if pin is not None else VersionPin()
+        merged = merge_ranges(ranges, max_gap=max_gap)
+        blocks = [Block(key, s, e, path, size, pin) for s, e in merged]
+        payloads = self.read_blocks(blocks)
+        return slice_ranges(ranges, merged, payloads)
 
     def copy_to(
         self,

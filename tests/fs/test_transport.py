@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fusion_stac.errors import FusionError, TransportError
-from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker
+from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.fs._file import AdaptiveStreamCache
 from fusion_stac.fs._stats import TransferStats
 from fusion_stac.fs._transport import RetryPolicy, TransferError, Transport
@@ -100,15 +100,15 @@ def test_broker_concurrent_leases_sign_once() -> None:
     assert count == 1
 
 
-def test_broker_etag_change_is_an_error_naming_the_file() -> None:
-    broker = URLBroker(lambda key: ("https://s/x", None))
-    broker.check_etag(KEY, '"abc"')
-    broker.check_etag(KEY, 'W/"abc"')
+def test_version_pin_etag_change_is_an_error_naming_the_file() -> None:
+    pin = VersionPin()
+    pin.check(KEY, '"abc"')
+    pin.check(KEY, 'W/"abc"')
+    pin.check(KEY, None)  # answers without an ETag are not evidence of change
     with pytest.raises(FileChangedError) as info:
-        broker.check_etag(KEY, '"def"')
+        pin.check(KEY, '"def"')
     assert KEY.url in str(info.value) and isinstance(info.value, OSError)
-    broker.forget(KEY)
-    broker.check_etag(KEY, '"def"')  # after forgetting, the new version is accepted
+    VersionPin().check(KEY, '"def"')  # a new read operation accepts the new version
 
 
 def test_signed_url_objects_are_accepted() -> None:
@@ -190,13 +190,17 @@ def test_missing_object_is_file_not_found(server: StorageServer) -> None:
     assert "fusion://org/f" in str(info.value)
 
 
-def test_etag_change_between_reads_fails_loudly(server: StorageServer) -> None:
-    t = make_transport(server)
+def test_etag_change_within_one_read_fails_loudly(server: StorageServer) -> None:
+    t = make_transport(server, lifetime=0.3)
     data = server.blobs["blob"]
-    t.read_range(KEY, 0, 10, path="fusion://x", size=len(data))
+    pin = VersionPin()
+    t.read_range(KEY, 0, 10, path="fusion://x", size=len(data), pin=pin)
     server.blobs["blob"] = bytes(reversed(data))
+    time.sleep(0.35)  # the URL expires: the next request re-signs and meets the new version
     with pytest.raises(FileChangedError, match="changed"):
-        t.read_range(KEY, 10, 20, path="fusion://x", size=len(data))
+        t.read_range(KEY, 10, 20, path="fusion://x", size=len(data), pin=pin)
+    assert t.stats.snapshot()["url_refreshes"] >= 1
+    assert t.read_range(KEY, 10, 20, path="fusion://x", size=len(data)) == data[::-1][10:20]
 
 
 def test_size_different_from_metadata_fails_loudly(server: StorageServer) -> None:
