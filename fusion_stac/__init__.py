@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     "ProcessDraft": "fusion_stac.client",
     "RetryPolicy": "fusion_stac.client",
     "SignedURL": "fusion_stac.models",
+    "FusionFileSystem": "fusion_stac.fs",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
