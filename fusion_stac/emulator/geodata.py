@@ -28,7 +28,7 @@ import os
 import threading
 import uuid
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -435,6 +435,8 @@ def _stac_item(
             properties["title"] = raster["band_descriptions"][0]
     if crs is not None or raster is not None:
         properties["proj:epsg"] = epsg
+        if epsg is None and raster is not None:
+            properties["proj:wkt2"] = raster["crs_wkt"]
     item: dict[str, Any] = {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -573,7 +575,7 @@ def _describe_raster(src: rasterio.io.DatasetReader, kind: str) -> tuple[dict, s
         "count": src.count,
         "dtype": src.dtypes[0],
         "dtypes": list(src.dtypes),
-        "nodata": src.nodata,
+        "nodata": "nan" if src.nodata is not None and math.isnan(src.nodata) else src.nodata,
         "transform": list(src.transform)[:6],
         "epsg": epsg,
         "crs_wkt": src.crs.to_wkt(),
@@ -1289,6 +1291,30 @@ class _Lattice:
         self.fy = f[None, :, None, None]
         self.fxy = (f[:, None] * f[None, :])[None, :, None, :]
 
+    def evaluate(self, field: Callable[[_Lattice], np.ndarray], band_pixels: int = 1 << 20) -> np.ndarray:
+        """Evaluate ``field`` (a function of a lattice returning its padded (ny, k, nx, k) values) in bands
+        of lattice-cell rows of about ``band_pixels`` pixels, and return the raster's (height, width).
+        Banding bounds memory (and keeps arrays cache-sized); per-pixel values do not depend on it."""
+        ny, nx = len(self.cell_y), len(self.cell_x)
+        rows = max(1, band_pixels // (self.k * self.k * nx))
+        padded: np.ndarray | None = None
+        for start in range(0, ny, rows):
+            stop = min(ny, start + rows)
+            block = field(self._band(start, stop))
+            if padded is None:
+                padded = np.empty((ny, self.k, nx, self.k), block.dtype)
+            padded[start:stop] = block
+        assert padded is not None
+        return np.ascontiguousarray(self.crop(padded))
+
+    def _band(self, start: int, stop: int) -> _Lattice:
+        band = object.__new__(_Lattice)
+        band.__dict__.update(self.__dict__)
+        band.cell_y = self.cell_y[start:stop]
+        band.lon, band.lat = self.lon[start : stop + 1], self.lat[start : stop + 1]
+        band.xyz = self.xyz[:, start : stop + 1]
+        return band
+
     def crop(self, padded: np.ndarray) -> np.ndarray:
         """Cell-blocked array (ny, k, nx, k) -> the raster's (height, width)."""
         ny, k, nx, _ = padded.shape
@@ -1505,10 +1531,13 @@ def render_elevation(path: Path, slc: Slice, *, resolution_m: float) -> None:
     """Write the world's elevation over a slice as a float32 COG (metres, nodata -9999, all pixels valid)."""
     transform, width, height = _slice_grid(slc, resolution_m)
     lattice = _Lattice(slc.epsg, transform, width, height, resolution_m)
-    continent = lattice.waves(_CONTINENT, lattice.xyz, resolution_m)
-    hills = lattice.waves(_HILLS, _warped(lattice.xyz), resolution_m)
-    rough = lattice.waves(_ROUGH, lattice.xyz, resolution_m)
-    data = lattice.crop(_shape_elevation(continent, hills, rough))
+
+    def field(band: _Lattice) -> np.ndarray:
+        continent = band.waves(_CONTINENT, band.xyz, resolution_m)
+        hills = band.waves(_HILLS, _warped(band.xyz), resolution_m)
+        return _shape_elevation(continent, hills, band.waves(_ROUGH, band.xyz, resolution_m))
+
+    data = lattice.evaluate(field)
     _write_cog(
         Path(path), data.astype(np.float32), transform, slc.epsg, ELEVATION_NODATA,
         description="Elevation", unit="m", resampling="AVERAGE",
@@ -1523,10 +1552,14 @@ def render_classification(path: Path, slc: Slice, *, resolution_m: float, date: 
     lattice = _Lattice(slc.epsg, transform, width, height, resolution_m)
     days = _days(date)
     wind = (_WIND_M_PER_DAY * days)[:, None, None]
-    cloud = lattice.waves(_CLOUDS, lattice.xyz - wind, resolution_m, days)
-    cover = lattice.waves(_COVER, lattice.xyz, resolution_m, days)
-    shade = lattice.waves(_CLOUDS, _towards_sun(lattice.lon, lattice.lat, date) - wind, resolution_m, days)
-    classes = np.ascontiguousarray(lattice.crop(_classify_clouds(cloud, cover, shade)))
+
+    def field(band: _Lattice) -> np.ndarray:
+        cloud = band.waves(_CLOUDS, band.xyz - wind, resolution_m, days)
+        cover = band.waves(_COVER, band.xyz, resolution_m, days)
+        shade = band.waves(_CLOUDS, _towards_sun(band.lon, band.lat, date) - wind, resolution_m, days)
+        return _classify_clouds(cloud, cover, shade)
+
+    classes = lattice.evaluate(field)
     polygons = _parts_of(slc.geometry, (3, 6))
     if polygons is not None and shapely.area(polygons) > 0:
         region = _project(shapely.segmentize(polygons, 0.01), "EPSG:4326", slc.epsg)

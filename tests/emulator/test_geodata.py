@@ -857,3 +857,28 @@ def test_failed_render_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(ValueError, match="resolution"):
         geodata.render_elevation(tmp_path / "x.tif", square_slice(400_000, 6_150_000, 5_000), resolution_m=0)
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_banded_evaluation_does_not_change_pixels(tmp_path: Path) -> None:
+    """Rendering evaluates the world in bands of lattice rows to bound memory; values must not depend on it."""
+    slc = square_slice(400_000, 6_150_000, 12_000)
+    transform, width, height = geodata._slice_grid(slc, 100.0)
+    lattice = geodata._Lattice(slc.epsg, transform, width, height, 100.0)
+
+    def field(band: geodata._Lattice) -> np.ndarray:
+        return band.waves(geodata._HILLS, band.xyz, 100.0)
+
+    whole = lattice.evaluate(field, band_pixels=1 << 30)
+    assert whole.shape == (height, width)
+    assert np.array_equal(lattice.evaluate(field, band_pixels=1), whole)
+
+
+def test_nan_nodata_raster(tmp_path: Path) -> None:
+    data = np.full((6, 6), np.nan, np.float32)
+    data[2:, 2:] = 5.0
+    path = write_raster(tmp_path / "n.tif", data, nodata=float("nan"))
+    fields = assert_good(geodata.analyse_file(path, "GeoTIFF", "n.tif"), path)
+    selector = fields["selectors"][0]
+    assert selector["mean"] == 5.0 and selector["valid_percent"] == pytest.approx(100 * 16 / 36, abs=1e-3)
+    assert fields["ingesters"]["Raster"]["nodata"] == "nan"
+    assert fields["stac_item"]["assets"]["asset"]["raster:bands"][0]["nodata"] == "nan"
