@@ -188,7 +188,7 @@ class _Connection:
                 self._cached_token_used = token
                 log.debug("using a cached session for %s", email or user_id)
         client = FusionClient.from_env(api_url, email=email, user_id=user_id, password=self._password,
-                                       token=token)
+                                       token=token, on_login=lambda c: self.remember_token())
         self.api_url, self.email, self.user_id = client.api_url, client.email, client.user_id
         return client
 
