@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from fusion_stac.emulator import listing, models
@@ -387,6 +388,9 @@ def _storage_routes(app: FastAPI) -> None:
                 key, chunks(), declared, platform.settings.max_upload_bytes)
         except UploadError as exc:
             return _xml_error(exc.status, exc.code, exc.message, request.url.path)
+        except ClientDisconnect:  # the client went away mid-body: nothing was stored
+            return _xml_error(400, "IncompleteBody", "The client disconnected before sending the whole body",
+                              request.url.path)
         from fusion_stac.emulator.core import content_type_for
 
         info = await anyio.to_thread.run_sync(

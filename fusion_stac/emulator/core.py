@@ -488,8 +488,8 @@ class Platform:
 
     def copy_data(self, ctx: AuthContext, organisation_id: str, data_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         ctx.require_role(organisation_id, "create_and_execute_processing_chains")
-        name = as_str(fields.get("name"), "Data.name", allow_empty=False, max_length=1024)
         source = self._data_row(organisation_id, data_id)
+        name = as_str(fields.get("name"), "Data.name", allow_empty=False, max_length=1024)
         now = iso(utcnow())
         new_id = str(uuid.uuid4())
         doc = dict(source, id=new_id, created_at=now, updated_at=now, name=name,
@@ -515,6 +515,7 @@ class Platform:
     def add_file(self, ctx: AuthContext, organisation_id: str, data_id: str, fields: dict[str, Any],
                  base_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
         ctx.require_role(organisation_id, "create_and_execute_processing_chains")
+        self._data_row(organisation_id, data_id)
         name = as_str(fields.get("name"), "Data.name", allow_empty=False, max_length=255) or ""
         if "/" in name or "\\" in name or name in (".", ".."):
             raise bad_request(f"Data.name must be a plain file name without directories, got {name!r}")

@@ -641,6 +641,7 @@ class Processes:
     def change_delete_expiry(self, ctx: AuthContext, organisation_id: str, execution_id: str,
                              fields: dict[str, Any]) -> dict[str, Any]:
         ctx.require_role(organisation_id, "create_and_execute_processing_chains")
+        self._execution(organisation_id, execution_id)
         expiry = self._check_expiry(fields.get("delete_expiry"), "ProcessExecution.delete_expiry")
         with self.store.tx():
             doc = self._execution(organisation_id, execution_id)
