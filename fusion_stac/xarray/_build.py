@@ -1,0 +1,284 @@
+"""Assemble stacks of mosaics into xarray objects: lazily indexed (no dask) or dask-backed.
+
+A *stack* is one list of sources per time step, all read onto one GeoBox with one
+:class:`~fusion_stac.xarray._reader.ReadConfig`. Without ``chunks`` the result is lazily indexed
+the way ``xr.open_dataset`` results are: nothing is read until values are needed, and then only
+the window asked for, into one buffer (sources read concurrently). With ``chunks`` it is a dask
+array whose tasks are, per chunk, *empty* (a fill, no request), or a read of exactly the sources
+that touch the chunk; each task carries file ids, grid and plain settings, never a URL.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+from xarray.backends.common import BackendArray
+from xarray.core import indexing
+
+from fusion_stac.xarray._errors import MosaicError
+from fusion_stac.xarray._grid import bin_sources, chunk_sizes
+from fusion_stac.xarray._reader import ReadConfig, fill_region
+from fusion_stac.xarray._source import RasterSource
+from fusion_stac.xarray._storage import Storage
+
+__all__ = ["Stack", "build_dataarray", "read_window"]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Everything needed to read any window of the output, and nothing secret."""
+
+    layers: tuple[tuple[RasterSource, ...], ...]  # one tuple of sources per time step
+    geobox: GeoBox
+    cfg: ReadConfig
+    storage: Storage
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.layers), len(self.cfg.bands), *self.geobox.shape.yx)
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import tokenize
+
+        return ("fusion-stack", tokenize(self.layers, self.geobox, self.cfg, self.storage))
+
+
+# ------------------------------------------------------------------------------------------
+# reading windows
+
+
+class _Executor:
+    """One reading pool per process (threads keep their dataset handles between calls)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                workers = max(1, min(8, os.cpu_count() or 1))
+                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fusion-read")
+                self._pid = os.getpid()
+            return self._pool
+
+
+_EXECUTOR = _Executor()
+
+
+def _empty(shape: tuple[int, ...], cfg: ReadConfig) -> np.ndarray:
+    return np.full(shape, np.dtype(cfg.dtype).type(cfg.fill_value), dtype=cfg.dtype)
+
+
+def read_window(stack: Stack, t: int, bands: Sequence[int], ys: slice, xs: slice, *,
+                parallel: bool = True) -> np.ndarray:
+    """Pixels ``[bands, ys, xs]`` of time step ``t`` (``bands`` index into ``stack.cfg.bands``)."""
+    cfg = stack.cfg
+    sub_cfg = cfg if list(bands) == list(range(len(cfg.bands))) else _with_bands(cfg, [cfg.bands[b] for b in bands])
+    region = stack.geobox[ys, xs]
+    out = _empty((len(bands), *region.shape.yx), cfg)
+    if out.size == 0:
+        return out
+    executor = _EXECUTOR.get() if parallel else None
+    fill_region(out, region, stack.layers[t], sub_cfg, stack.storage, executor=executor)
+    return out
+
+
+def _with_bands(cfg: ReadConfig, bands: Sequence[int]) -> ReadConfig:
+    from dataclasses import replace
+
+    return replace(cfg, bands=tuple(bands))
+
+
+class StackArray(BackendArray):
+    """xarray's lazy-array protocol over a :class:`Stack`: (time, band, y, x)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.shape = stack.shape
+        self.dtype = np.dtype(stack.cfg.dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._raw)
+
+    def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
+        nt, nb, ny, nx = self.shape
+        kt, kb, ky, kx = key
+        times = _positions(kt, nt)
+        bands = _positions(kb, nb)
+        ys, ystep = _span(ky, ny)
+        xs, xstep = _span(kx, nx)
+        blocks = [read_window(self.stack, t, bands, ys, xs) for t in times]
+        out = np.stack(blocks) if len(blocks) != 1 else blocks[0][np.newaxis]
+        if ystep != 1 or xstep != 1:
+            out = out[:, :, ::ystep, ::xstep]
+        # Integer keys drop their axis, as numpy does.
+        drop = tuple(i for i, k in enumerate(key) if isinstance(k, (int, np.integer)))
+        if drop:
+            out = out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in drop))
+        return out
+
+
+def _positions(k: Any, n: int) -> list[int]:
+    if isinstance(k, (int, np.integer)):
+        return [int(k) % n]
+    return list(range(n))[k]
+
+
+def _span(k: Any, n: int) -> tuple[slice, int]:
+    if isinstance(k, (int, np.integer)):
+        i = int(k) % n
+        return slice(i, i + 1), 1
+    start, stop, step = k.indices(n)
+    if step < 0:  # pragma: no cover - BASIC indexers given to backends have positive steps
+        raise IndexError("negative steps are not supported")
+    stop = max(start, stop)
+    # The last element actually selected, so that a strided window is not over-read.
+    if stop > start:
+        stop = start + ((stop - start - 1) // step) * step + 1
+    return slice(start, stop), step
+
+
+# ------------------------------------------------------------------------------------------
+# dask graph
+
+
+def _load_chunk(sources: tuple[RasterSource, ...], geobox: GeoBox, cfg: ReadConfig, storage: Storage,
+                expand_time: bool) -> np.ndarray:
+    out = _empty((len(cfg.bands), *geobox.shape.yx), cfg)
+    fill_region(out, geobox, sources, cfg, storage, executor=None)
+    return out[np.newaxis] if expand_time else out
+
+
+def _fill_chunk(shape: tuple[int, ...], dtype: str, fill: float) -> np.ndarray:
+    return np.full(shape, np.dtype(dtype).type(fill), dtype=dtype)
+
+
+def dask_array(stack: Stack, chunks: tuple[int, int], *, with_time: bool) -> Any:
+    """(time,) band, y, x dask array: per chunk a fill or a read of the sources touching it."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    cfg = stack.cfg
+    nb = len(cfg.bands)
+    name = "fusion-mosaic-" + tokenize(stack, chunks, with_time)
+    ny, nx = stack.geobox.shape.yx
+    ych, xch = chunk_sizes(ny, chunks[0]), chunk_sizes(nx, chunks[1])
+    dsk: dict[Any, Any] = {}
+    for t, layer in enumerate(stack.layers):
+        tiles, bins = bin_sources(stack.geobox, chunks, layer)
+        for iy, h in enumerate(ych):
+            for ix, w in enumerate(xch):
+                key = (name, t, 0, iy, ix) if with_time else (name, 0, iy, ix)
+                idx = bins.get((iy, ix))
+                if not idx:
+                    shape = (1, nb, h, w) if with_time else (nb, h, w)
+                    dsk[key] = (_fill_chunk, shape, cfg.dtype, cfg.fill_value)
+                else:
+                    srcs = tuple(layer[i] for i in idx)
+                    dsk[key] = (_load_chunk, srcs, tiles[iy, ix], cfg, stack.storage, with_time)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    all_chunks: tuple[tuple[int, ...], ...] = ((nb,), ych, xch)
+    if with_time:
+        all_chunks = ((1,) * len(stack.layers), *all_chunks)
+    return da.Array(graph, name, all_chunks, dtype=np.dtype(cfg.dtype))
+
+
+# ------------------------------------------------------------------------------------------
+# xarray objects
+
+
+def resolve_chunks(chunks: Any, geobox: GeoBox, dtype: np.dtype, nbands: int) -> tuple[int, int] | None:
+    """``None`` (lazy, no dask), or (y, x) chunk sizes from a dict/int/"auto"/``{}``."""
+    if chunks is None:
+        return None
+    ny, nx = geobox.shape.yx
+    y = x = None
+    if isinstance(chunks, int) or chunks == "auto":
+        y = x = chunks
+    elif isinstance(chunks, Mapping):
+        unknown = set(chunks) - {"x", "y", "band", "time", "longitude", "latitude"}
+        if unknown:
+            raise MosaicError(f"chunks: unknown dimension(s) {sorted(unknown)}; use y and x", field="chunks")
+        y = chunks.get("y", chunks.get("latitude"))
+        x = chunks.get("x", chunks.get("longitude"))
+    elif isinstance(chunks, (tuple, list)) and len(chunks) == 2:
+        y, x = chunks
+    else:
+        raise MosaicError(f"chunks={chunks!r}: expected None, 'auto', an int or {{'y': .., 'x': ..}}", field="chunks")
+    auto = _auto_chunk(geobox, dtype, nbands)
+    return (_one(y, ny, auto), _one(x, nx, auto))
+
+
+def _one(v: Any, n: int, auto: int) -> int:
+    if v is None or v == "auto" or v == {}:
+        return min(n, auto)
+    if v == -1:
+        return n
+    v = int(v)
+    if v <= 0:
+        raise MosaicError(f"chunk size must be positive, got {v}", field="chunks")
+    return min(n, v)
+
+
+def _auto_chunk(geobox: GeoBox, dtype: np.dtype, nbands: int, target_bytes: int = 64 * 2**20) -> int:
+    """Square chunks of about ``target_bytes``, a multiple of 512 (whole COG tiles)."""
+    side = int(math.sqrt(target_bytes / max(1, dtype.itemsize * nbands)))
+    side = max(512, (side // 512) * 512)
+    return side
+
+
+def build_dataarray(
+    stack: Stack,
+    *,
+    chunks: Any,
+    band_names: Sequence[str],
+    attrs: Mapping[str, Any],
+    times: Sequence[datetime] | None,
+    name: Hashable | None = None,
+) -> xr.DataArray:
+    """The output DataArray: dims (time,) band, y, x; rioxarray/odc-geo compatible coordinates."""
+    geobox = stack.geobox
+    coords: dict[Hashable, Any] = dict(xr_coords(geobox, crs_coord_name="spatial_ref", always_yx=True))
+    nb = len(stack.cfg.bands)
+    coords["band"] = np.arange(1, nb + 1, dtype=np.int64)
+    with_time = times is not None
+    if with_time:
+        coords["time"] = np.array([np.datetime64(_naive_utc(t), "ns") for t in times])  # type: ignore[union-attr]
+    dims = ("time", "band", "y", "x") if with_time else ("band", "y", "x")
+    resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
+    if resolved is None:
+        lazy = indexing.LazilyIndexedArray(StackArray(stack))
+        var = xr.Variable(("time", "band", "y", "x"), lazy)
+        if not with_time:
+            var = var[0]
+        data: Any = var
+    else:
+        data = dask_array(stack, resolved, with_time=with_time)
+    out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs))
+    out.coords["band_name"] = ("band", list(band_names))
+    out.encoding["grid_mapping"] = "spatial_ref"
+    if resolved is not None:
+        out.encoding["preferred_chunks"] = {"y": resolved[0], "x": resolved[1]}
+    return out
+
+
+def _naive_utc(t: datetime) -> datetime:
+    if t.tzinfo is not None:
+        from datetime import timezone
+
+        t = t.astimezone(timezone.utc).replace(tzinfo=None)
+    return t

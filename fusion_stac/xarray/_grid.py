@@ -1,0 +1,202 @@
+"""The output grid of a mosaic, from metadata only (odc-geo), and which sources touch which chunk.
+
+Target CRS: the one most slices are in, unless ``crs=`` says otherwise; a tie is an error that
+names the slices in each CRS (there is no sensible default between two UTM zones split evenly).
+Resolution: the native pixel size of the slices in the target CRS (the finest, if they differ)
+unless ``resolution=`` is given. The grid is snapped to the slices' own pixel grid, so slices in
+the target CRS are pasted, never resampled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from odc.geo import CRS, XY, xy_
+from odc.geo.crs import norm_crs
+from odc.geo.geobox import GeoBox, GeoboxTiles
+from odc.geo.geom import BoundingBox
+from odc.geo.overlap import compute_output_geobox
+
+from fusion_stac.xarray._errors import CRSConflictError, MosaicError
+from fusion_stac.xarray._source import RasterSource
+
+__all__ = ["bin_sources", "choose_crs", "output_geobox"]
+
+
+def _crs_name(crs: CRS) -> str:
+    epsg = crs.epsg
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+
+
+def choose_crs(sources: Sequence[RasterSource], crs: Any = None) -> CRS:
+    """The target CRS: ``crs`` if given, else the most common CRS of the sources."""
+    if crs is not None:
+        try:
+            return norm_crs(crs)
+        except Exception as exc:
+            raise MosaicError(f"crs={crs!r} is not a CRS pyproj understands: {exc}", field="crs") from exc
+    by_crs: dict[str, list[RasterSource]] = {}
+    for src in sources:
+        by_crs.setdefault(_crs_name(norm_crs(src.crs)), []).append(src)
+    counts = Counter({name: len(members) for name, members in by_crs.items()})
+    ranked = counts.most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        tied = [name for name, n in ranked if n == ranked[0][1]]
+        detail = "; ".join(
+            f"{name}: {', '.join(s.label for s in by_crs[name])}" for name in tied
+        )
+        raise CRSConflictError(
+            f"the slices are split evenly between {', '.join(tied)} ({detail}); pass crs= to choose "
+            "the output CRS",
+            slices={name: [s.label for s in members] for name, members in by_crs.items()},
+        )
+    return norm_crs(ranked[0][0])
+
+
+def _resolution_of(sources: Sequence[RasterSource], crs: CRS) -> tuple[float, float]:
+    same = [s for s in sources if norm_crs(s.crs) == crs]
+    if same:
+        rx = min(s.resolution[0] for s in same)
+        ry = min(s.resolution[1] for s in same)
+        return rx, ry
+    # No slice is in the target CRS: the finest equivalent of the slices' resolutions there.
+    fits = [compute_output_geobox(s.geobox, crs, resolution="auto").resolution for s in sources]
+    return min(abs(r.x) for r in fits), min(abs(r.y) for r in fits)
+
+
+def _anchor(sources: Sequence[RasterSource], crs: CRS, res: tuple[float, float]) -> XY[float] | str:
+    """Snap to the pixel grid of the first source already on that grid; else to the CRS origin."""
+    for s in sources:
+        a, b, c, d, e, f = s.transform
+        if b or d or norm_crs(s.crs) != crs:
+            continue
+        if math.isclose(abs(a), res[0], rel_tol=1e-9) and math.isclose(abs(e), res[1], rel_tol=1e-9):
+            fx = (c / res[0]) % 1.0
+            fy = (f / res[1]) % 1.0
+            return xy_(_snap01(fx), _snap01(fy))
+    return "edge"
+
+
+def _snap01(v: float) -> float:
+    return 0.0 if math.isclose(v, 0.0, abs_tol=1e-6) or math.isclose(v, 1.0, abs_tol=1e-6) else v
+
+
+def _footprint_bbox(sources: Sequence[RasterSource], crs: CRS) -> BoundingBox:
+    boxes = []
+    for s in sources:
+        gbox = s.geobox
+        if norm_crs(s.crs) == crs:
+            boxes.append(gbox.extent.boundingbox)
+        else:
+            boxes.append(gbox.extent.to_crs(crs).boundingbox)
+    return BoundingBox(
+        min(b.left for b in boxes), min(b.bottom for b in boxes),
+        max(b.right for b in boxes), max(b.top for b in boxes), crs=crs,
+    )
+
+
+def _norm_resolution(resolution: Any) -> tuple[float, float]:
+    if isinstance(resolution, (int, float)):
+        values = (float(resolution), float(resolution))
+    else:
+        try:
+            x, y = resolution
+            values = (abs(float(x)), abs(float(y)))
+        except (TypeError, ValueError) as exc:
+            raise MosaicError(f"resolution={resolution!r}: expected a number or (x, y)", field="resolution") from exc
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise MosaicError(f"resolution={resolution!r}: must be positive", field="resolution")
+    return abs(values[0]), abs(values[1])
+
+
+def _norm_bbox(bbox: Any, bbox_crs: Any, crs: CRS) -> BoundingBox:
+    try:
+        left, bottom, right, top = (float(v) for v in bbox)
+    except (TypeError, ValueError) as exc:
+        raise MosaicError(f"bbox={bbox!r}: expected (west, south, east, north)", field="bbox") from exc
+    if not (left < right and bottom < top):
+        raise MosaicError(f"bbox={bbox!r}: west must be < east and south < north", field="bbox")
+    box = BoundingBox(left, bottom, right, top, crs=norm_crs(bbox_crs) if bbox_crs is not None else "EPSG:4326")
+    if box.crs != crs:
+        box = box.to_crs(crs)
+    return box
+
+
+def output_geobox(
+    sources: Sequence[RasterSource],
+    *,
+    crs: Any = None,
+    resolution: Any = None,
+    bbox: Any = None,
+    bbox_crs: Any = None,
+    geobox: GeoBox | None = None,
+) -> GeoBox:
+    """The grid the mosaic is read onto (see module doc); ``geobox=`` overrides everything."""
+    if not sources:
+        raise MosaicError("no slices to mosaic", field="items")
+    if geobox is not None:
+        return geobox
+    target = choose_crs(sources, crs)
+    res = _norm_resolution(resolution) if resolution is not None else _resolution_of(sources, target)
+    extent = _footprint_bbox(sources, target)
+    if bbox is not None:
+        wanted = _norm_bbox(bbox, bbox_crs, target)
+        inter = (max(extent.left, wanted.left), max(extent.bottom, wanted.bottom),
+                 min(extent.right, wanted.right), min(extent.top, wanted.top))
+        if not (inter[0] < inter[2] and inter[1] < inter[3]):
+            where = f" (in {bbox_crs})" if bbox_crs is not None else " (lon/lat)"
+            raise MosaicError(
+                f"bbox={tuple(bbox)!r}{where} does not intersect the slices, which cover "
+                f"{_fmt_box(extent)} in {_crs_name(target)}", field="bbox",
+            )
+        extent = BoundingBox(*inter, crs=target)
+    anchor = _anchor(sources, target, res)
+    return GeoBox.from_bbox(extent, target, resolution=_res_signed(res), anchor=anchor)
+
+
+def _res_signed(res: tuple[float, float]) -> Any:
+    from odc.geo import resxy_
+
+    return resxy_(res[0], -res[1])
+
+
+def _fmt_box(box: BoundingBox) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in box.bbox) + ")"
+
+
+def bin_sources(geobox: GeoBox, chunks: tuple[int, int], sources: Sequence[RasterSource]
+                ) -> tuple[GeoboxTiles, dict[tuple[int, int], list[int]]]:
+    """Which sources (indexes) touch which chunk; chunks no source touches are absent."""
+    from odc.geo.overlap import compute_reproject_roi
+    from odc.geo.roi import roi_is_empty
+
+    tiles = GeoboxTiles(geobox, chunks)
+    bins: dict[tuple[int, int], list[int]] = {}
+    ny, nx = tiles.shape.yx
+    ch_y, ch_x = chunks
+    for idx, src in enumerate(sources):
+        rr = compute_reproject_roi(src.geobox, geobox, ttol=0.05)
+        if roi_is_empty(rr.roi_dst):
+            continue
+        ys, xs = rr.roi_dst
+        for iy in range(ys.start // ch_y, min(ny, math.ceil(ys.stop / ch_y))):
+            for ix in range(xs.start // ch_x, min(nx, math.ceil(xs.stop / ch_x))):
+                bins.setdefault((iy, ix), []).append(idx)
+    return tiles, bins
+
+
+def chunk_sizes(total: int, size: int) -> tuple[int, ...]:
+    """Dask-style chunk sizes along one axis."""
+    full, rest = divmod(total, size)
+    return (size,) * full + ((rest,) if rest else ())
+
+
+def aligned_chunk(size: int, block: int = 512) -> int:
+    """Round a chunk size to a multiple of the typical COG block size (whole tiles per chunk)."""
+    if size <= block:
+        return size
+    return int(np.round(size / block)) * block

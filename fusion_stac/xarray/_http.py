@@ -1,0 +1,262 @@
+"""Stored files served to GDAL through rasterio's ``opener=``, over the file system's transport.
+
+Why not ``/vsicurl/`` with a signed URL: GDAL would first probe the file size (one extra request
+per file; HEAD is refused by presigned URLs, so a GET that it aborts), key its caches by the
+signed URL, print that URL (signature included) in its error messages, and a dataset handle
+would die with its URL. Here GDAL sees the stable ``fusion://`` name; the size comes from
+metadata; the first read takes the whole header in one request; the ranges GDAL asks for at once
+(the tiles of a window) are merged and fetched together; and every request goes through the
+transport of :mod:`fusion_stac.fs` (URL broker, one retry policy, verified lengths, ETag pinning).
+Measured on 16 COG slices served locally: 2 requests per slice for a window (``/vsicurl/``: 3), 32
+requests for the full mosaic (a GDAL VRT: 48).
+
+GDAL calls these objects from C, where a Python exception would be printed rather than raised;
+failures are recorded on the opener instead, GDAL gets a short read (a read error for it), and
+:mod:`._reader` raises the recorded error after the GDAL call. Never silent zeros.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rasterio.abc import MultiByteRangeResourceContainer
+
+from fusion_stac.fs._broker import FileKey, VersionPin
+from fusion_stac.fs._transport import Transport
+
+__all__ = ["FetchSettings", "RemoteFile", "SourceOpener", "clear_headers"]
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Plain, picklable knobs of the range reads (they travel in the dask graph)."""
+
+    header_bytes: int = 64 * 1024  # first request of a file: a COG's IFDs in one go
+    readahead: int = 64 * 1024  # smallest request for a small read past the header
+    merge_gap: int = 64 * 1024  # tiles closer than this are fetched by one request
+
+
+DEFAULT_SETTINGS = FetchSettings()
+
+
+class _HeaderCache:
+    """First bytes and size of recently opened files: reopening one (another thread, an overview
+    level) costs no request. Keyed by file id, never by URL."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._data: OrderedDict[FileKey, tuple[int, bytes]] = OrderedDict()
+
+    def get(self, key: FileKey) -> tuple[int, bytes] | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None:
+                self._data.move_to_end(key)
+            return hit
+
+    def put(self, key: FileKey, size: int, header: bytes) -> None:
+        with self._lock:
+            self._data[key] = (size, header)
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_HEADERS = _HeaderCache()
+
+
+def clear_headers() -> None:
+    """Forget cached file headers (the next open of each file reads its header again)."""
+    _HEADERS.clear()
+
+
+def load_header(transport: Transport, key: FileKey, label: str, settings: FetchSettings,
+                size: int | None) -> tuple[int, bytes]:
+    """``(size, first bytes)`` of a file: one request the first time, none afterwards."""
+    hit = _HEADERS.get(key)
+    if hit is not None:
+        return hit
+    if size is None:
+        # Metadata did not say: a 1-byte read reports the size (Content-Range), then the header.
+        with transport.open_range(key, 0, 1, path=label) as probe:
+            probe.read()
+        if probe.total is None:
+            raise OSError(f"{label}: storage did not report the file size")
+        size = probe.total
+    data = transport.read_range(key, 0, min(settings.header_bytes, size), path=label, size=size)
+    _HEADERS.put(key, size, data)
+    return size, data
+
+
+class RemoteFile(io.RawIOBase):
+    """A read-only, seekable stored file; what GDAL reads through the opener."""
+
+    def __init__(self, transport: Transport, key: FileKey, label: str, settings: FetchSettings,
+                 size: int, header: bytes, failures: list[BaseException]) -> None:
+        super().__init__()
+        self.transport, self.key, self.label, self.settings = transport, key, label, settings
+        self.size = size
+        self.failures = failures
+        self._header = header
+        self._pos = 0
+        self._block: tuple[int, bytes] = (0, b"")
+        self._pin = VersionPin()  # the handle must see one version of the file, across URL refreshes
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        self._pos = max(0, pos)
+        return self._pos
+
+    def _cached(self, start: int, end: int) -> bytes | None:
+        if end <= len(self._header):
+            return self._header[start:end]
+        bstart, block = self._block
+        if bstart <= start and end <= bstart + len(block):
+            return block[start - bstart:end - bstart]
+        return None
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        return self.transport.read_range(self.key, start, end, path=self.label, size=self.size, pin=self._pin)
+
+    def _range(self, start: int, end: int) -> bytes:
+        hit = self._cached(start, end)
+        if hit is not None:
+            return hit
+        if end - start < self.settings.readahead:
+            # Small reads (IFDs, tile-index pages) come in runs: fetch a little more, once.
+            block = self._fetch(start, min(self.size, start + self.settings.readahead))
+            self._block = (start, block)
+            return block[: end - start]
+        return self._fetch(start, end)
+
+    def read(self, size: int | None = -1) -> bytes:
+        start = self._pos
+        end = self.size if size is None or size < 0 else min(self.size, start + size)
+        if end <= start:
+            return b""
+        try:
+            data = self._range(start, end)
+        except Exception as exc:
+            self.failures.append(exc)
+            return b""
+        self._pos = start + len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def get_byte_ranges(self, offsets: Sequence[int], sizes: Sequence[int]) -> list[bytes]:
+        """GDAL's multi-range read (the tiles of a window): merged, fetched concurrently."""
+        ranges = [(int(o), int(o) + int(n)) for o, n in zip(offsets, sizes, strict=True)]
+        out: list[bytes | None] = [self._cached(s, e) for s, e in ranges]
+        missing = [i for i, hit in enumerate(out) if hit is None]
+        if missing:
+            try:
+                got = self.transport.read_ranges(
+                    self.key, [ranges[i] for i in missing], path=self.label, size=self.size, pin=self._pin,
+                    max_gap=self.settings.merge_gap,
+                )
+            except Exception as exc:
+                self.failures.append(exc)
+                return [b""] * len(ranges)
+            for i, data in zip(missing, got, strict=True):
+                out[i] = data
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._header = b""
+        self._block = (0, b"")
+        super().close()
+
+
+class SourceOpener(MultiByteRangeResourceContainer):
+    """Serves exactly one stored file to GDAL under its stable ``fusion://`` name.
+
+    Everything else GDAL may look for (``.aux.xml``, ``.ovr``, ``.msk`` side-cars) does not exist,
+    and finding that out costs no request.
+    """
+
+    def __init__(self, name: str, key: FileKey, transport: Transport, label: str,
+                 settings: FetchSettings = DEFAULT_SETTINGS, size: int | None = None) -> None:
+        self.name, self.key, self.transport, self.label = name, key, transport, label
+        self.settings, self.size_hint = settings, size
+        self.failures: list[BaseException] = []
+
+    def take_failure(self) -> BaseException | None:
+        """The first error a read hit since the last call (then forgotten), if any."""
+        if not self.failures:
+            return None
+        first = self.failures[0]
+        self.failures.clear()
+        return first
+
+    def _is_me(self, path: str) -> bool:
+        return path == self.name or path.endswith("/" + self.name)
+
+    def _header(self) -> tuple[int, bytes]:
+        try:
+            return load_header(self.transport, self.key, self.label, self.settings, self.size_hint)
+        except Exception as exc:
+            self.failures.append(exc)
+            raise
+
+    def open(self, path: str, mode: str = "rb", **kwds: Any) -> RemoteFile:
+        if not self._is_me(path):
+            raise FileNotFoundError(path)
+        if any(c in mode for c in "wa+"):
+            raise PermissionError(f"{self.label}: stored files are read-only")
+        size, header = self._header()
+        return RemoteFile(self.transport, self.key, self.label, self.settings, size, header, self.failures)
+
+    def isfile(self, path: str) -> bool:
+        return self._is_me(path)
+
+    def isdir(self, path: str) -> bool:
+        return False
+
+    def ls(self, path: str) -> list[str]:
+        return []
+
+    def mtime(self, path: str) -> int:
+        return 0
+
+    def rm(self, path: str) -> None:
+        raise PermissionError(f"{self.label}: stored files are read-only")
+
+    def size(self, path: str) -> int:
+        if not self._is_me(path):
+            raise FileNotFoundError(path)
+        hit = _HEADERS.get(self.key)
+        if hit is not None:
+            return hit[0]
+        if self.size_hint is not None:
+            return self.size_hint
+        return self._header()[0]

@@ -1,0 +1,539 @@
+"""Read source pixels into output chunks with GDAL: paste, decimate (overviews) or warp.
+
+For each (source, chunk) pair the geometry is worked out from metadata by odc-geo
+(:func:`odc.geo.overlap.compute_reproject_roi`): which source window feeds which part of the
+chunk, whether a plain read can paste it (same grid, integer scale: GDAL then reads the right
+overview by itself) or it needs warping (another CRS, a non-integer scale: we pick the overview
+level the way odc-stac does and let GDAL warp from it). Reads go straight into the output array
+when the source is alone in that part of the chunk; overlapping sources are read into temporary
+arrays and fused in order with the chosen method.
+
+Dataset handles are cached per thread (GDAL handles are not thread-safe, and rasterio's opener
+registry is per thread), keyed by file id and overview level, so the header is read once per
+file and process; an expired URL is re-signed underneath a handle without reopening it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import math
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.warp
+from odc.geo.geobox import GeoBox
+from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
+from odc.geo.roi import roi_is_empty, roi_shape
+from odc.geo.warp import resampling_s2rio
+from rasterio.windows import Window
+
+from fusion_stac.xarray._errors import RasterReadError
+from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpener
+from fusion_stac.xarray._source import FileKey, RasterSource
+from fusion_stac.xarray._storage import Storage
+
+__all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "close_handles", "fill_region", "nodata_mask"]
+
+METHODS = ("first", "last", "min", "max", "mean")
+
+#: GDAL configuration for every read. Side-car files are never looked for (no directory
+#: listing, and the opener answers "no such file" without a request). The block cache is kept
+#: small: decoded tiles land in the output arrays, and GDAL's default (5 % of RAM) would hold a
+#: second copy of a whole mosaic; set ``GDAL_CACHEMAX`` in the environment to override.
+GDAL_OPTIONS: dict[str, Any] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_PAM_ENABLED": "NO",
+    "CPL_VSIL_CURL_USE_HEAD": "NO",
+}
+BLOCK_CACHE_MB = 64
+
+
+def gdal_options() -> dict[str, Any]:
+    """:data:`GDAL_OPTIONS`, plus our block cache size unless the user configured one."""
+    if "GDAL_CACHEMAX" in GDAL_OPTIONS or "GDAL_CACHEMAX" in os.environ:
+        return GDAL_OPTIONS
+    return {**GDAL_OPTIONS, "GDAL_CACHEMAX": BLOCK_CACHE_MB}
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How to turn source pixels into output pixels (plain values: it travels in the graph)."""
+
+    bands: tuple[int, ...]  # 1-based band indexes in the sources
+    dtype: str  # output data type
+    fill: float | None  # output nodata; None: integer output without nodata (fills with 0)
+    resampling: str = "nearest"
+    method: str = "first"
+    use_overviews: bool = True
+    settings: FetchSettings = DEFAULT_SETTINGS
+
+    @property
+    def fill_value(self) -> float:
+        """What uncovered pixels hold."""
+        return 0 if self.fill is None else self.fill
+
+    @property
+    def nearest(self) -> bool:
+        return self.resampling == "nearest"
+
+
+# ------------------------------------------------------------------------------------------
+# nodata helpers
+
+
+def nodata_mask(pix: np.ndarray, nodata: float | None) -> np.ndarray:
+    """True where ``pix`` holds no data (``nodata``, or NaN in float arrays)."""
+    if pix.dtype.kind in "fc":
+        if nodata is None or math.isnan(nodata):
+            return np.isnan(pix)
+        return np.isnan(pix) | (pix == nodata)
+    if nodata is None:
+        return np.zeros(pix.shape, dtype=bool)
+    return pix == nodata
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b
+
+
+# ------------------------------------------------------------------------------------------
+# per-thread dataset handles
+
+
+class _Handle:
+    __slots__ = ("dataset", "opener")
+
+    def __init__(self, dataset: rasterio.io.DatasetReader, opener: SourceOpener) -> None:
+        self.dataset = dataset
+        self.opener = opener
+
+
+# rasterio keeps its opener registrations in context variables. A handle opened in one context
+# (a dask task runs in a copy of its thread's context) and closed in another would fail to find
+# them (a LookupError printed from C, and a GDAL I/O error). So every GDAL call of ours runs in a
+# context owned by its thread, whose registries are process-wide dicts shared by all such
+# contexts: a handle can then be closed from any of them, e.g. after its thread has ended.
+_SHARED_REGISTRIES: dict[str, dict[Any, Any]] = {}
+
+
+def _install_shared_registries() -> None:
+    try:
+        from rasterio import _vsiopener
+    except ImportError:  # pragma: no cover - rasterio without the opener plugin
+        return
+    for name in ("_OPENER_REGISTRY", "_OPEN_FILE_EXIT_STACKS"):
+        var = getattr(_vsiopener, name, None)
+        if isinstance(var, contextvars.ContextVar):
+            var.set(_SHARED_REGISTRIES.setdefault(name, {}))
+
+
+class _ThreadState:
+    """One thread's handle cache and GDAL context (kept alive after the thread ends, so that its
+    handles are closed by us, in that context, rather than by the garbage collector)."""
+
+    capacity = 64
+
+    def __init__(self) -> None:
+        self.cache: OrderedDict[tuple[FileKey, int | None], _Handle] = OrderedDict()
+        self.context = contextvars.Context()
+        self.context.run(_install_shared_registries)
+        self.depth = 0
+        self.thread = weakref.ref(threading.current_thread())
+
+
+class _Local(threading.local):
+    state: _ThreadState | None = None
+
+
+_LOCAL = _Local()
+_STATES: list[_ThreadState] = []
+_STATES_LOCK = threading.Lock()
+
+
+def _state() -> _ThreadState:
+    state = _LOCAL.state
+    if state is None:
+        state = _LOCAL.state = _ThreadState()
+        with _STATES_LOCK:
+            dead = [s for s in _STATES if (t := s.thread()) is None or not t.is_alive()]
+            _STATES[:] = [s for s in _STATES if s not in dead]
+            _STATES.append(state)
+        for old in dead:
+            _close_all(old)
+    return state
+
+
+def _close_all(state: _ThreadState) -> None:
+    def run() -> None:
+        while state.cache:
+            _, handle = state.cache.popitem()
+            _close(handle)
+
+    # RuntimeError: the context is in use by its (live) thread, which will close its own.
+    with contextlib.suppress(RuntimeError):
+        state.context.run(run)
+
+
+def close_handles(all_threads: bool = False) -> None:
+    """Close cached dataset handles: this thread's, or every thread's (they reopen on demand)."""
+    if all_threads:
+        with _STATES_LOCK:
+            states = list(_STATES)
+        for state in states:
+            _close_all(state)
+    else:
+        _close_all(_state())
+
+
+atexit.register(close_handles, True)
+
+
+def in_gdal_context(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` in this thread's GDAL context, with our GDAL configuration."""
+    state = _state()
+    if state.depth:
+        return fn(*args)
+    state.depth += 1
+    try:
+        return state.context.run(_with_env, fn, args)
+    finally:
+        state.depth -= 1
+
+
+def _with_env(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    with rasterio.Env(**gdal_options()):
+        return fn(*args)
+
+
+def _close(handle: _Handle) -> None:
+    # Closing a broken handle must not mask the error that broke it.
+    with contextlib.suppress(Exception):
+        handle.dataset.close()
+
+
+def _evict(key: tuple[FileKey, int | None]) -> None:
+    handle = _state().cache.pop(key, None)
+    if handle is not None:
+        _close(handle)
+
+
+def _open(source: RasterSource, storage: Storage, settings: FetchSettings,
+          overview: int | None = None) -> _Handle:
+    """A cached handle on ``source`` (or on one of its overview levels), for this thread."""
+    state = _state()
+    cache = state.cache
+    key = (source.key, overview)
+    handle = cache.get(key)
+    if handle is not None:
+        cache.move_to_end(key)
+        return handle
+    name = source.key.url
+    opener = SourceOpener(name, source.key, storage.transport(), source.label, settings, source.size)
+    kwargs: dict[str, Any] = {} if overview is None else {"overview_level": overview}
+    try:
+        dataset = rasterio.open(name, opener=opener, **kwargs)
+    except rasterio.errors.RasterioError as exc:
+        failure = opener.take_failure()
+        if failure is not None:
+            raise failure from None
+        raise RasterReadError(f"{source.label}: GDAL cannot open it as a raster: {exc}", source=source.label) from exc
+    handle = _Handle(dataset, opener)
+    if overview is None:
+        _check_matches(source, dataset)
+    cache[key] = handle
+    while len(cache) > state.capacity:
+        _, old = cache.popitem(last=False)
+        _close(old)
+    return handle
+
+
+def _check_matches(source: RasterSource, ds: rasterio.io.DatasetReader) -> None:
+    """Metadata said one grid, the file says another: reading would put pixels in the wrong place."""
+    problems = []
+    if (ds.height, ds.width) != tuple(source.shape):
+        problems.append(f"shape {(ds.height, ds.width)} (metadata: {tuple(source.shape)})")
+    if ds.count < source.count:
+        problems.append(f"{ds.count} bands (metadata: {source.count})")
+    if not np.allclose(tuple(ds.transform)[:6], source.transform, rtol=0, atol=1e-6 * max(source.resolution)):
+        problems.append(f"transform {tuple(ds.transform)[:6]} (metadata: {source.transform})")
+    if problems:
+        ds.close()
+        raise RasterReadError(f"{source.label}: the file does not match its metadata: {'; '.join(problems)}",
+                              source=source.label)
+
+
+@contextmanager
+def _reading(source: RasterSource, key: tuple[FileKey, int | None], handle: _Handle) -> Iterator[None]:
+    """Turn GDAL failures into errors naming the slice; drop the handle (and its cached blocks)."""
+    try:
+        yield
+    except (rasterio.errors.RasterioError, rasterio.errors.CPLE_BaseError) as exc:
+        failure = handle.opener.take_failure()
+        _evict(key)
+        if failure is not None:
+            raise failure from None
+        raise RasterReadError(f"{source.label}: GDAL could not read it: {exc}", source=source.label) from exc
+    failure = handle.opener.take_failure()
+    if failure is not None:
+        # GDAL swallowed a failed fetch (or decoded a short buffer): never return those pixels.
+        _evict(key)
+        raise failure
+
+
+# ------------------------------------------------------------------------------------------
+# one source -> one array
+
+
+def _reproject_info(source: RasterSource, dst: GeoBox, cfg: ReadConfig) -> ReprojectInfo:
+    return compute_reproject_roi(source.geobox, dst, ttol=0.9 if cfg.nearest else 0.05)
+
+
+def _pick_overview(read_shrink: int, factors: Sequence[int]) -> int | None:
+    """Index of the coarsest overview that is still at least as fine as asked (odc-stac's rule)."""
+    best = None
+    for idx, factor in enumerate(factors):
+        if factor <= read_shrink:
+            best = idx
+        else:
+            break
+    return best
+
+
+def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
+                 storage: Storage, out: np.ndarray) -> None:
+    """Fill ``out`` (bands, rows, cols of ``dst_gbox[rr.roi_dst]``, output dtype) from ``source``.
+
+    Pixels the source does not cover hold the output fill value.
+    """
+    resampling = resampling_s2rio(cfg.resampling)
+    src_nodata = source.nodata
+    fill = cfg.fill_value
+    handle = _open(source, storage, cfg.settings)
+    ds = handle.dataset
+    roi_src = rr.roi_src
+    ys, xs = roi_src
+    in_bounds = ys.stop <= ds.height and xs.stop <= ds.width and ys.start >= 0 and xs.start >= 0
+    native = np.dtype(source.dtype) == out.dtype
+
+    if rr.paste_ok and in_bounds:
+        # Same grid (maybe decimated by an integer factor): one RasterIO call; with a smaller
+        # buffer than the window GDAL reads the matching overview itself.
+        window = Window.from_slices(ys, xs)
+        key = (source.key, None)
+        with _reading(source, key, handle):
+            if native:
+                ds.read(list(cfg.bands), window=window, out=out, resampling=resampling)
+                pix = out
+            else:
+                pix = ds.read(list(cfg.bands), window=window, out_shape=out.shape, resampling=resampling)
+        if pix is out:
+            if not _same_nodata(src_nodata, cfg.fill) and src_nodata is not None:
+                np.copyto(out, out.dtype.type(fill), where=nodata_mask(out, src_nodata))
+        else:
+            _convert_into(pix, src_nodata, out, fill)
+        return
+
+    # Warp: from the overview level that is still finer than the output.
+    overview = None
+    if cfg.use_overviews and rr.read_shrink > 1:
+        overview = _pick_overview(rr.read_shrink, ds.overviews(cfg.bands[0]))
+    if overview is not None:
+        handle = _open(source, storage, cfg.settings, overview)
+    key = (source.key, overview)
+    dst_transform = dst_gbox[rr.roi_dst].transform
+    # GDAL warps into its own contiguous buffer: never hand it a strided view of the output.
+    direct = native and out.flags.c_contiguous
+    target = out if direct else np.empty(out.shape, dtype=source.dtype)
+    warp_fill = fill if native else (src_nodata if src_nodata is not None else _dtype_fill(source.dtype))
+    with _reading(source, key, handle):
+        rasterio.warp.reproject(
+            source=rasterio.band(handle.dataset, list(cfg.bands)),
+            destination=target,
+            src_nodata=src_nodata,
+            dst_transform=dst_transform,
+            dst_crs=dst_gbox.crs.to_wkt() if dst_gbox.crs is not None else None,
+            dst_nodata=warp_fill,
+            resampling=resampling,
+            init_dest_nodata=True,
+            num_threads=1,
+        )
+    if native:
+        if target is not out:
+            out[...] = target
+        if src_nodata is not None and not _same_nodata(src_nodata, cfg.fill):
+            np.copyto(out, out.dtype.type(fill), where=nodata_mask(out, src_nodata))
+    else:
+        _convert_into(target, warp_fill, out, fill)
+
+
+def _dtype_fill(dtype: str) -> float:
+    return float("nan") if np.dtype(dtype).kind == "f" else 0
+
+
+def _convert_into(pix: np.ndarray, src_nodata: float | None, out: np.ndarray, fill: float) -> None:
+    """Cast source pixels to the output type; source nodata becomes the output fill."""
+    np.copyto(out, pix, casting="unsafe")
+    if src_nodata is not None or pix.dtype.kind == "f":
+        np.copyto(out, out.dtype.type(fill), where=nodata_mask(pix, src_nodata))
+
+
+# ------------------------------------------------------------------------------------------
+# many sources -> one region
+
+
+def _intersects(a: tuple[slice, slice], b: tuple[slice, slice]) -> bool:
+    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
+
+
+@dataclass
+class _Part:
+    source: RasterSource
+    rr: ReprojectInfo
+    alone: bool  # no other source writes into this part of the region
+
+
+def plan_region(sources: Iterable[RasterSource], dst: GeoBox, cfg: ReadConfig) -> list[_Part]:
+    """The sources that touch ``dst``, in fusing order, with their windows (no I/O)."""
+    parts: list[_Part] = []
+    ordered = list(sources)
+    if cfg.method == "last":
+        ordered.reverse()
+    for source in ordered:
+        rr = _reproject_info(source, dst, cfg)
+        if roi_is_empty(rr.roi_dst) or roi_is_empty(rr.roi_src):
+            continue
+        parts.append(_Part(source, rr, True))
+    for i, part in enumerate(parts):
+        for j, other in enumerate(parts):
+            if i != j and _intersects(part.rr.roi_dst, other.rr.roi_dst):
+                part.alone = False
+                break
+    return parts
+
+
+def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSource], cfg: ReadConfig,
+                storage: Storage, executor: Executor | None = None) -> np.ndarray:
+    """Read ``sources`` into ``dst`` (bands, rows, cols of ``dst_gbox``), fusing overlaps.
+
+    ``dst`` must be pre-filled with the fill value. With an ``executor``, sources are read
+    concurrently (reads that land in disjoint parts of ``dst`` write straight into it).
+    """
+    parts = plan_region(sources, dst_gbox, cfg)
+    if not parts:
+        return dst
+    if len(parts) == 1 and cfg.method != "mean":
+        parts[0].alone = True
+
+    def direct(part: _Part) -> None:
+        ys, xs = part.rr.roi_dst
+        _read_source(part.source, part.rr, dst_gbox, cfg, storage, dst[:, ys, xs])
+
+    def to_temp(part: _Part) -> np.ndarray:
+        shape = (dst.shape[0], *roi_shape(part.rr.roi_dst))
+        tmp = np.empty(shape, dtype=dst.dtype)
+        _read_source(part.source, part.rr, dst_gbox, cfg, storage, tmp)
+        return tmp
+
+    fuser = _Fuser(dst, cfg)
+    jobs: list[tuple[_Part, Callable[[_Part], Any]]] = [
+        (p, direct if (p.alone and cfg.method != "mean") else to_temp) for p in parts
+    ]
+    def serial() -> None:
+        for part, result in _run(jobs, executor):
+            if result is not None:
+                fuser.add(part.rr.roi_dst, result)
+
+    in_gdal_context(serial)
+    fuser.finish()
+    return dst
+
+
+def _run(jobs: list[tuple[_Part, Callable[[_Part], Any]]], executor: Executor | None
+         ) -> Iterator[tuple[_Part, Any]]:
+    """Run jobs, yielding results in job order; at most a few temporaries in flight."""
+    if executor is None or len(jobs) == 1:
+        for part, fn in jobs:
+            yield part, fn(part)
+        return
+    window = 4
+    pending: list[tuple[_Part, Future[Any]]] = []
+    it = iter(jobs)
+    try:
+        for part, fn in it:
+            pending.append((part, executor.submit(_in_env, fn, part)))
+            if len(pending) >= window:
+                head, fut = pending.pop(0)
+                yield head, fut.result()
+        for head, fut in pending:
+            yield head, fut.result()
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+
+
+def _in_env(fn: Callable[[_Part], Any], part: _Part) -> Any:
+    return in_gdal_context(fn, part)
+
+
+class _Fuser:
+    """Combine overlapping source arrays into the region, in order."""
+
+    def __init__(self, dst: np.ndarray, cfg: ReadConfig) -> None:
+        self.dst, self.cfg = dst, cfg
+        self.fill = cfg.fill
+        self._sum: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+
+    def add(self, roi: tuple[slice, slice], pix: np.ndarray) -> None:
+        ys, xs = roi
+        view = self.dst[:, ys, xs]
+        valid = ~nodata_mask(pix, self.cfg.fill_value)
+        method = self.cfg.method
+        if method in ("first", "last"):
+            empty = nodata_mask(view, self.cfg.fill_value)
+            np.copyto(view, pix, where=empty & valid)
+        elif method in ("min", "max"):
+            empty = nodata_mask(view, self.cfg.fill_value)
+            op = np.minimum if method == "min" else np.maximum
+            both = valid & ~empty
+            np.copyto(view, op(view, pix), where=both)
+            np.copyto(view, pix, where=valid & empty)
+        elif method == "mean":
+            if self._sum is None:
+                acc = np.float64 if self.dst.dtype.itemsize >= 4 and self.dst.dtype.kind != "f" else np.float32
+                if self.dst.dtype == np.float64:
+                    acc = np.float64
+                self._sum = np.zeros(self.dst.shape, dtype=acc)
+                self._count = np.zeros(self.dst.shape, dtype=np.uint16)
+            assert self._count is not None
+            s = self._sum[:, ys, xs]
+            c = self._count[:, ys, xs]
+            s += np.where(valid, pix, 0)
+            c += valid
+        else:  # pragma: no cover - validated by the caller
+            raise ValueError(f"unknown method {method!r}")
+
+    def finish(self) -> None:
+        if self._sum is None or self._count is None:
+            return
+        has = self._count > 0
+        mean = np.divide(self._sum, self._count, out=np.zeros_like(self._sum), where=has)
+        if self.dst.dtype.kind in "iu":
+            mean = np.rint(mean)
+        np.copyto(self.dst, mean, where=has, casting="unsafe")
