@@ -36,6 +36,10 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "fusion_stac.client",
     "SignedURL": "fusion_stac.models",
     "FusionFileSystem": "fusion_stac.fs",
+    # stac
+    "open_catalog": "fusion_stac.stac",
+    "search": "fusion_stac.stac",
+    "export_catalog": "fusion_stac.stac",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

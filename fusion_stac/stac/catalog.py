@@ -42,11 +42,15 @@ from fusion_stac.stac.io import (
     uploads_href,
 )
 
-__all__ = ["export_catalog", "open_catalog", "resolve_href", "search"]
+__all__ = ["GDAL_GET_ONLY", "export_catalog", "open_catalog", "resolve_href", "search"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
+
+#: GDAL settings for reading pre-signed URLs (``asset_hrefs="signed"``), which answer GET only:
+#: ``with rasterio.Env(**GDAL_GET_ONLY): odc.stac.load(items, ...)``.
+GDAL_GET_ONLY: dict[str, str] = {"CPL_VSIL_CURL_USE_HEAD": "NO", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
 # ==================================================================================================
