@@ -113,6 +113,7 @@ _STAC_EXTENSIONS = [
     "https://stac-extensions.github.io/file/v2.1.0/schema.json",
 ]
 _RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+_CLASSIFICATION_EXTENSION = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
 
 _GEOD = pyproj.Geod(ellps="WGS84")
 _SMALL_GEOJSON = 64 * 1024
@@ -366,6 +367,8 @@ def analyse_file(
         geometry=geometry,
     )
     fields.pop("_datetime", None)
+    for selector in fields.get("selectors", []):
+        selector.pop("_counts", None)
     return Analysis(
         fields=_plain(fields),
         geometry_wkb=None if geometry is None else shapely.to_wkb(geometry),
@@ -408,29 +411,45 @@ def _stac_item(
         )
         extensions.append(_RASTER_EXTENSION)
         asset["raster:bands"] = [
-            {
-                "data_type": sel["data_type"],
-                "nodata": raster["nodata"],
-                "unit": sel.get("unit"),
-                "spatial_resolution": raster["resolution"],
-                "statistics": {
-                    "minimum": sel.get("minimum"),
-                    "maximum": sel.get("maximum"),
-                    "mean": sel.get("mean"),
-                    "stddev": sel.get("sd"),
-                    "valid_percent": sel.get("valid_percent"),
-                },
-                "histogram": {
-                    "count": len(sel["histogram"]),
-                    "min": sel["histogram_minimum"],
-                    "max": sel["histogram_maximum"],
-                    "buckets": sel["histogram"],
-                },
-            }
+            _without_nones(
+                {
+                    "data_type": sel["data_type"],
+                    "nodata": raster["nodata"],
+                    "unit": sel.get("unit"),
+                    "spatial_resolution": raster["resolution"],
+                    "statistics": {
+                        "minimum": sel.get("minimum"),
+                        "maximum": sel.get("maximum"),
+                        "mean": sel.get("mean"),
+                        "stddev": sel.get("sd"),
+                        "valid_percent": sel.get("valid_percent"),
+                    },
+                    "histogram": {
+                        "count": len(sel["_counts"]),
+                        "min": sel["histogram_minimum"],
+                        "max": sel["histogram_maximum"],
+                        "buckets": sel["_counts"],
+                    }
+                    if "_counts" in sel
+                    else None,
+                }
+            )
             for sel in fields["selectors"]
         ]
         if raster.get("cog"):
             asset["type"] = _COG_MEDIA_TYPE
+        if raster.get("tags", {}).get("PRODUCT") == "cloud_classification":
+            extensions.append(_CLASSIFICATION_EXTENSION)
+            asset["roles"] = ["data", "classification"]
+            asset["classification:classes"] = [
+                {
+                    "value": v,
+                    "name": name.lower().replace(" ", "_"),
+                    "description": name,
+                    "color_hint": "".join(f"{c:02X}" for c in rgb),
+                }
+                for v, (name, rgb) in CLOUD_CLASSES.items()
+            ]
         if raster.get("band_descriptions"):
             properties["title"] = raster["band_descriptions"][0]
     if crs is not None or raster is not None:
@@ -451,6 +470,11 @@ def _stac_item(
         item["geometry"] = shapely.geometry.mapping(_bounded_geometry(geometry))
         item["bbox"] = list(fields["bounds"])
     return item
+
+
+def _without_nones(value: dict) -> dict:
+    """Drop None members (recursively): STAC extension schemas want absent rather than null fields."""
+    return {k: _without_nones(v) if isinstance(v, dict) else v for k, v in value.items() if v is not None}
 
 
 def _bounded_geometry(geometry: shapely.Geometry, max_coordinates: int = 4000) -> shapely.Geometry:
@@ -656,6 +680,7 @@ def _band_selector(band: int, data: np.ma.MaskedArray, dtype: str, unit: str | N
         counts, _ = np.histogram(v64, bins=bins, range=(vmin, hi))
         edges = (vmin, hi)
     percent = np.round(counts * (100.0 / values.size), 6)
+    selector["_counts"] = counts.astype(np.int64).tolist()  # for STAC (integer buckets); not an API field
     selector.update(
         minimum=vmin, maximum=vmax, mean=round(mean, 6), sd=round(sd, 6),
         histogram_minimum=edges[0], histogram_maximum=edges[1], histogram=percent.tolist(),

@@ -6,6 +6,7 @@ test (with rasterio/numpy/pyproj directly) rather than hard-coded from a previou
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -25,8 +26,12 @@ import rasterio
 import rasterio.merge
 import shapely
 from affine import Affine
+from jsonschema import Draft7Validator
 from PIL import Image
+from pystac.validation.local_validator import get_local_schema_cache
 from rasterio.crs import CRS
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 
 from fusion_stac.emulator import geodata
 from fusion_stac.emulator.geodata import Slice
@@ -36,6 +41,7 @@ LAKE_DISTRICT = SDK_DIR / "lake_district.geojson"
 GEOD = pyproj.Geod(ellps="WGS84")
 DATE = datetime(2021, 3, 27, tzinfo=timezone.utc)
 PNG_BYTES_HEADER = b"\x89PNG\r\n\x1a\n"
+CORE_ITEM_SCHEMA = "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json"
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------
@@ -129,6 +135,21 @@ def pixel_centres_lonlat(src: rasterio.DatasetReader) -> tuple[np.ndarray, np.nd
     return pyproj.Transformer.from_crs(src.crs, 4326, always_xy=True).transform(xs, ys)
 
 
+@functools.cache
+def core_item_validator() -> Draft7Validator:
+    """The STAC core Item schema bundled with pystac (v1.1.0; offline). Extension schemas need the network."""
+    cache = get_local_schema_cache()
+    registry = Registry().with_resources(
+        (uri, Resource.from_contents(schema, default_specification=DRAFT7)) for uri, schema in cache.items()
+    )
+    return Draft7Validator(cache[CORE_ITEM_SCHEMA], registry=registry)
+
+
+def assert_valid_core_item(item: dict) -> None:
+    # Our items are 1.0.0; the core Item rules the bundled 1.1.0 schema checks are the same for them.
+    core_item_validator().validate({**item, "stac_version": "1.1.0", "stac_extensions": []})
+
+
 def assert_error(analysis: geodata.Analysis, *words: str) -> None:
     fields = analysis.fields
     assert fields["error"] is True
@@ -147,6 +168,7 @@ def assert_good(analysis: geodata.Analysis, path: Path) -> dict:
     assert fields["number_of_ingesters"] == len(fields["ingesters"]) >= 1
     assert fields["ingesters"]["Common"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     json.dumps(fields)  # JSON-ready: no numpy scalars, no NaN
+    assert_valid_core_item(fields["stac_item"])
     item = pystac.Item.from_dict(fields["stac_item"])
     assert item.assets["asset"].href == fields["stac_item"]["assets"]["asset"]["href"]
     assert fields["stac_item"]["assets"]["asset"]["file:size"] == path.stat().st_size
@@ -776,6 +798,14 @@ def test_detailed_example_flow_mosaic_and_statistics(tmp_path: Path) -> None:
         paths.append(path)
         fields = assert_good(geodata.analyse_file(path, "GeoTIFF", path.name), path)
         assert fields["stac_item"]["properties"]["datetime"] == "2021-03-27T00:00:00Z"
+        asset = fields["stac_item"]["assets"]["asset"]
+        assert [c["value"] for c in asset["classification:classes"]] == [0, 3, 6, 9]
+        band = asset["raster:bands"][0]
+        if fields["selectors"][0]["valid_percent"] > 0:
+            buckets = band["histogram"]["buckets"]  # integer counts, as the raster extension wants
+            assert all(isinstance(b, int) for b in buckets) and len(buckets) == 10
+        else:  # no valid pixel: no statistics rather than nulls
+            assert "histogram" not in band and "minimum" not in band["statistics"]
         histogram += np.array(fields["selectors"][0]["histogram"][:10])
         covered += fields["selectors"][0]["valid_percent"] > 0
     # Percent per slice; a slice clipping only a sliver of the park may have no pixel centre inside it.
