@@ -1476,8 +1476,10 @@ def _towards_sun(lon: np.ndarray, lat: np.ndarray, date: datetime) -> np.ndarray
 
 
 def elevation_lonlat(lon: Any, lat: Any, *, resolution_m: float = 10.0) -> np.ndarray:
-    """The world's elevation (float32 metres) at lon/lat points, exactly as the renderer samples it (up to
-    float32 rounding and its sub-millimetre lattice interpolation). Shapes broadcast like numpy arrays."""
+    """The world's elevation (float32 metres) at lon/lat points: the reference the renderer samples at pixel
+    centres. Rendered pixels differ from it by a few centimetres at most (the longest octaves and the domain
+    warp are interpolated from a ~512 m lattice). ``resolution_m`` band-limits the field like a raster of
+    that resolution would. Shapes broadcast like numpy arrays."""
     lon, lat = np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float))
     xyz = _ecef(lon, lat)
     continent = _direct_waves(_CONTINENT, xyz, resolution_m)
