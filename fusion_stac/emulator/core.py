@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -95,7 +95,8 @@ class Platform:
 
     def _seed(self) -> None:
         """Create the seeded organisations, users, credits and services (only those missing)."""
-        now = iso(utcnow())
+        seeded = utcnow()
+        now = iso(seeded)
         with self.store.tx():
             for org in services.ORGANISATIONS:
                 if self.store.row("organisations", org["id"]) is None:
@@ -118,8 +119,9 @@ class Platform:
                     "SELECT 1 FROM users WHERE email = ?", (user["email"],)
                 ):
                     self._insert_user(user, now)
-            for spec in services.SERVICE_SPECS:
-                doc = services.service_doc(spec, now)
+            for position, spec in enumerate(services.SERVICE_SPECS):
+                # Distinct creation times keep the catalogue in its declared order.
+                doc = services.service_doc(spec, iso(seeded + timedelta(microseconds=position)))
                 existing = self.store.row("services", spec["id"])
                 if existing is None:
                     self.store.insert("services", doc, organisation_id=doc["organisation_id"],
