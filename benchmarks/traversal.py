@@ -89,6 +89,65 @@ def walk_sdk(process: Any, group_id: str) -> tuple[int, int, int]:
     return n_exec, n_files, n_urls
 
 
+class EmulatorProcess:
+    """The emulator in its own process, driven over a pipe (url, stats, reset_stats, configure).
+
+    A server sharing the benchmark's process would also share its GIL, so a concurrent client
+    would be measured against a server starved of CPU by the client's own threads; a real
+    platform runs elsewhere. Requests are still counted by the emulator itself.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_emulator_main, args=(child, settings), daemon=True)
+        self._proc.start()
+        self.url = self._call("url")
+
+    def _call(self, name: str, **kwargs: Any) -> Any:
+        self._conn.send((name, kwargs))
+        ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(f"emulator {name} failed: {value}")
+        return value
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("stats")
+
+    def reset_stats(self) -> None:
+        self._call("reset_stats")
+
+    def configure(self, **kwargs: Any) -> None:
+        self._call("configure", **kwargs)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._call("stop")
+        finally:
+            self._proc.join(timeout=30)
+
+
+def _emulator_main(conn: Any, settings: dict[str, Any]) -> None:
+    from fusion_stac.emulator import Emulator
+
+    with Emulator(**settings) as emu:
+        while True:
+            name, kwargs = conn.recv()
+            try:
+                if name == "stop":
+                    conn.send((True, None))
+                    return
+                value = emu.url if name == "url" else getattr(emu, name)(**kwargs)
+                conn.send((True, value))
+            except Exception as exc:  # report to the parent rather than dying silently
+                conn.send((False, repr(exc)))
+
+
 def timed(emu: Any, fn: Any, *args: Any) -> tuple[float, int, tuple[int, int, int]]:
     emu.reset_stats()
     started = time.perf_counter()
@@ -102,15 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every API request")
     parser.add_argument("--workers", type=int, default=16, help="fusion-stac client max_workers")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the emulator in this process (it then shares the GIL with the clients)")
     args = parser.parse_args(argv)
     logging.getLogger("fusion_platform").setLevel(logging.WARNING)
 
     import fusion_platform
 
     from fusion_stac.client import FusionClient
-    from fusion_stac.emulator import Emulator
 
-    with tempfile.TemporaryDirectory() as tmp, Emulator(execution_duration=0) as emu:
+    if args.in_process:
+        from fusion_stac.emulator import Emulator
+
+        server: Any = Emulator(execution_duration=0)
+    else:
+        server = EmulatorProcess(execution_duration=0)
+    where = "in this process" if args.in_process else "in its own process"
+    with tempfile.TemporaryDirectory() as tmp, server as emu:
+        print(f"emulator {where} at {emu.url}")
         org, process_id, group_id = prepare(emu, Path(tmp))
         emu.configure(api_latency=args.latency)
 
