@@ -931,9 +931,12 @@ class ProcessExecution(_Entity):
 
     @property
     def is_aggregator(self) -> bool:
-        return (
-            self.group_index is not None and self.group_count is not None and self.group_index > self.group_count
-        )
+        """Aggregators are numbered after the slices; a group member without an index is one too."""
+        if self.group_id is None:
+            return False
+        if self.group_index is None:
+            return True
+        return self.group_count is not None and self.group_index > self.group_count
 
     @property
     def is_complete(self) -> bool:

@@ -142,6 +142,10 @@ def test_executions_aggregators_and_failures() -> None:
     assert agg.chains[0].inputs == (("d1a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8",),)  # list of lists in executions
     assert ok.started_at is not None and ok.ended_at is not None and ok.ended_at > ok.started_at
     assert ok.group_id == "9a9a9a9a-9a9a-4a9a-8a9a-9a9a9a9a9a9a" and ok.progress == 100
+    unindexed = ProcessExecution.from_api({**dict(ok.raw), "group_index": None})
+    assert unindexed.is_aggregator  # a group member without a slice index
+    alone = ProcessExecution.from_api({**dict(ok.raw), "group_id": None, "group_index": None, "group_count": None})
+    assert not alone.is_aggregator and alone.name == f"execution {alone.id}"
 
 
 def test_components_and_logs() -> None:

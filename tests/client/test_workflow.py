@@ -14,6 +14,7 @@ from fusion_stac.client import FusionClient, GroupTree, ProcessDraft
 from fusion_stac.errors import (
     AmbiguousNameError,
     APIError,
+    ConflictError,
     NotFoundError,
     ValidationError,
 )
@@ -115,9 +116,14 @@ def test_download_url_and_file(client: FusionClient, org_id: str, tmp_path: Path
         assert isinstance(url, SignedURL)
         assert url.expires_at > datetime.now(timezone.utc) and not url.is_expired()
         assert "signature" not in repr(url).lower() or "?…" in repr(url)
-        out = client.download_file(org_id, data.id, file, tmp_path / "out")
-        assert out == tmp_path / "out" / "d.geojson" or out.name == "out"
+        fractions: list[float] = []
+        out = client.download_file(org_id, data.id, file, tmp_path / "out", progress=fractions.append)
+        assert out == tmp_path / "out"
         assert out.read_bytes() == region.read_bytes()
+        assert fractions and fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
+        (tmp_path / "dir").mkdir()
+        into_dir = client.download_file(org_id, data.id, file, tmp_path / "dir")
+        assert into_dir == tmp_path / "dir" / "d.geojson" and into_dir.read_bytes() == region.read_bytes()
         assert not list(out.parent.glob("*.part"))
 
         # a partial download is resumed with Range, not restarted
@@ -223,6 +229,9 @@ def test_process_lifecycle(client: FusionClient, org_id: str, tmp_path: Path) ->
         assert client.find_process(org_id, "Lifecycle").id == process.id
         assert client.find_process(org_id, process.id).id == process.id
         assert process.id in {p.id for p in client.iter_processes(org_id, name="Lifecycl")}
+        with pytest.raises(ConflictError, match="used by process") as conflict:
+            client.delete_data(org_id, region.id)  # the platform refuses while a process uses it
+        assert conflict.value.status == 409 and conflict.value.method == "DELETE"
         renamed = client.update_process(org_id, process.id, name="Lifecycle renamed")
         assert renamed.name == "Lifecycle renamed"
         fractions: list[float] = []
