@@ -20,17 +20,17 @@ OTHER_PASSWORD = "OtherPassword123!"
 CLASSIFICATION = "Demo: Sentinel-2 Cloud Classification"
 
 
-def make_emulator(**settings: Any) -> Any:
+def start_emulator(**settings: Any) -> Any:
+    """A separate emulator (use as a context manager) for tests that change its settings."""
     from fusion_stac.emulator import Emulator
 
     return Emulator(**settings)
 
 
 @pytest.fixture(scope="session")
-def client_emu() -> Iterator[Any]:
-    """One emulator for the client tests (instant executions, no faults)."""
-    with make_emulator() as emu:
-        yield emu
+def client_emu(emulator: Any) -> Any:
+    """The session's shared emulator (tests/conftest.py): instant executions, no faults."""
+    return emulator
 
 
 def new_client(emu: Any, **kwargs: Any) -> FusionClient:
@@ -94,4 +94,6 @@ def finished_run(client_emu: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     assert latest.group_id is not None
     executions = list(client.iter_executions(org, process.id, group_id=latest.group_id))
     yield FinishedRun(org, region, client.get_process(org, process.id), latest.group_id, executions)
+    client.delete_process(org, process.id)  # the shared emulator is left as we found it
+    client.delete_data(org, region.id)
     client.close()

@@ -21,9 +21,9 @@ from .conftest import (
     OTHER_EMAIL,
     OTHER_PASSWORD,
     PASSWORD,
-    make_emulator,
     new_client,
     rectangle_geojson,
+    start_emulator,
 )
 
 
@@ -93,7 +93,7 @@ def test_permission_denied_is_typed(client_emu: Any) -> None:
 
 
 def test_expired_session_is_renewed_once() -> None:
-    with make_emulator(token_lifetime=1.0) as emu:
+    with start_emulator(token_lifetime=1.0) as emu:
         client = new_client(emu)
         org = client.organisation().id
         time.sleep(1.3)

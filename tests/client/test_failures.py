@@ -14,7 +14,7 @@ from fusion_stac.client import FusionClient
 from fusion_stac.errors import AnalysisError, APIError, ExecutionFailedError, NotFoundError, WaitTimeout
 from fusion_stac.models import SignedURL
 
-from .conftest import CLASSIFICATION, FinishedRun, make_emulator, new_client, rectangle_geojson
+from .conftest import CLASSIFICATION, FinishedRun, new_client, rectangle_geojson, start_emulator
 
 
 def test_failed_analysis_names_the_file(client: FusionClient, org_id: str, tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_preview_url(client: FusionClient, finished_run: FinishedRun, tmp_path: 
 
 
 def test_signed_urls_expire_and_downloads_sign_again(tmp_path: Path) -> None:
-    with make_emulator(url_lifetime=1.0) as emu:
+    with start_emulator(url_lifetime=1.0) as emu:
         client = new_client(emu)
         org = client.organisation().id
         region = rectangle_geojson(tmp_path / "e.geojson", width_km=2, height_km=2)
@@ -90,7 +90,7 @@ def test_signed_urls_expire_and_downloads_sign_again(tmp_path: Path) -> None:
 
 
 def test_stop_timeout_and_failed_executions(tmp_path: Path) -> None:
-    with make_emulator(execution_duration=4.0) as emu:
+    with start_emulator(execution_duration=4.0) as emu:
         client = new_client(emu)
         org = client.organisation().id
         region = client.create_data(org, "Slow region",
@@ -115,5 +115,8 @@ def test_stop_timeout_and_failed_executions(tmp_path: Path) -> None:
         # the same run, without raising, reports which executions failed
         executions = client.wait_for_completion(org, process.id, group_id=run[0].group_id, raise_on_failure=False)
         assert executions and all(e.is_complete for e in executions) and any(e.failed for e in executions)
+        client.delete_execution(org, executions[0].id)
+        with pytest.raises(NotFoundError):
+            client.get_execution(org, executions[0].id)
         client.delete_process(org, process.id)
         client.delete_data(org, region.id)

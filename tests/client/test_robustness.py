@@ -14,7 +14,7 @@ import pytest
 from fusion_stac.client import FusionClient, RetryPolicy
 from fusion_stac.errors import RateLimitedError, ServerError, TransportError
 
-from .conftest import make_emulator, new_client, rectangle_geojson
+from .conftest import new_client, rectangle_geojson, start_emulator
 
 
 class RecordingSleep:
@@ -37,7 +37,7 @@ def faults(**kwargs: Any) -> Any:
 
 
 def test_429_honours_retry_after() -> None:
-    with make_emulator(api_faults=faults(throttle=0.3, retry_after=1), seed=7) as emu:
+    with start_emulator(api_faults=faults(throttle=0.3, retry_after=1), seed=7) as emu:
         sleep = RecordingSleep()
         client = new_client(emu, sleep=sleep, retry=RetryPolicy(attempts=8))
         org = client.organisation().id
@@ -51,7 +51,7 @@ def test_429_honours_retry_after() -> None:
 
 
 def test_throttling_that_never_ends_raises_rate_limited() -> None:
-    with make_emulator(api_faults=faults(throttle=1.0, retry_after=0), seed=1) as emu:
+    with start_emulator(api_faults=faults(throttle=1.0, retry_after=0), seed=1) as emu:
         client = new_client(emu, sleep=lambda s: None, retry=RetryPolicy(attempts=3))
         client.login()  # login is exempt from faults by default
         with pytest.raises(RateLimitedError) as info:
@@ -61,7 +61,7 @@ def test_throttling_that_never_ends_raises_rate_limited() -> None:
 
 
 def test_503_retried_for_get_not_for_post(tmp_path: Path) -> None:
-    with make_emulator(api_faults=faults(error_503=1.0), seed=3) as emu:
+    with start_emulator(api_faults=faults(error_503=1.0), seed=3) as emu:
         client = new_client(emu, sleep=lambda s: None, retry=RetryPolicy(attempts=4))
         client.login()
         before = emu.stats()
@@ -78,13 +78,13 @@ def test_503_retried_for_get_not_for_post(tmp_path: Path) -> None:
 
 
 def test_connection_resets_are_retried_then_reported() -> None:
-    with make_emulator(api_faults=faults(reset=0.4), seed=11) as emu:
+    with start_emulator(api_faults=faults(reset=0.4), seed=11) as emu:
         client = new_client(emu, sleep=lambda s: None, retry=RetryPolicy(attempts=10))
         org = client.organisation().id
         for _ in range(8):
             assert client.get_organisation(org).id == org
         assert client.stats.retries > 0
-    with make_emulator(api_faults=faults(reset=1.0), seed=11) as emu:
+    with start_emulator(api_faults=faults(reset=1.0), seed=11) as emu:
         client = new_client(emu, sleep=lambda s: None, retry=RetryPolicy(attempts=3))
         client.login()
         with pytest.raises(TransportError) as info:
@@ -93,14 +93,14 @@ def test_connection_resets_are_retried_then_reported() -> None:
 
 
 def test_every_request_has_a_timeout() -> None:
-    with make_emulator(api_latency=1.0) as emu:
+    with start_emulator(api_latency=1.0) as emu:
         client = new_client(emu, timeout=(2.0, 0.3), sleep=lambda s: None, retry=RetryPolicy(attempts=2))
         with pytest.raises(TransportError, match="timed out after 2 attempt"):
             client.login()
 
 
 def test_truncated_downloads_are_resumed(tmp_path: Path) -> None:
-    with make_emulator(storage_faults=faults(truncate=0.5), seed=5) as emu:
+    with start_emulator(storage_faults=faults(truncate=0.5), seed=5) as emu:
         client = new_client(emu, sleep=lambda s: None, retry=RetryPolicy(attempts=10))
         org = client.organisation().id
         # a file large enough for truncation to bite
