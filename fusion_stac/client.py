@@ -526,9 +526,14 @@ class FusionClient:
         self._http.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle settings and the session token, never the password (dask workers, fsspec)."""
+        """Pickle settings and identity only: never the password nor the session token.
+
+        Pickles travel into task graphs and scheduler logs (dask, fsspec); the copy logs in again
+        with credentials found where it is unpickled (environment, netrc) or via ``on_login``-fed
+        token caches of the layer above.
+        """
         return {
-            "api_url": self.api_url, "email": self.email, "user_id": self.user_id, "token": self._token,
+            "api_url": self.api_url, "email": self.email, "user_id": self.user_id,
             "timeout": self.timeout, "max_workers": self.max_workers, "retry": self._retry,
             "page_size": self.page_size, "poll_interval": self.poll_interval, "url_lifetime": self.url_lifetime,
         }

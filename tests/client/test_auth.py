@@ -119,7 +119,7 @@ def test_expired_session_is_renewed_once() -> None:
 
 
 def test_secrets_stay_out_of_logs_reprs_and_pickles(client_emu: Any, caplog: pytest.LogCaptureFixture,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG, logger="fusion_stac")
     client = new_client(client_emu)
     org = client.organisation().id
@@ -139,10 +139,12 @@ def test_secrets_stay_out_of_logs_reprs_and_pickles(client_emu: Any, caplog: pyt
     for secret in (PASSWORD, token, signature):
         assert all(secret not in text for text in shown)
     blob = pickle.dumps(client)
-    assert PASSWORD.encode() not in blob
-    clone = pickle.loads(blob)
-    assert clone.api_url == client.api_url and clone.email == EMAIL
-    assert clone.organisation().id == org  # the token travelled; no password needed
+    assert PASSWORD.encode() not in blob and token.encode() not in blob
+    monkeypatch.setenv("FUSION_PLATFORM_EMAIL", EMAIL)
+    monkeypatch.setenv("FUSION_PLATFORM_PASSWORD", PASSWORD)
+    clone = pickle.loads(blob)  # e.g. on a worker, whose environment holds the credentials
+    assert clone.api_url == client.api_url and clone.email == EMAIL and not clone.logged_in
+    assert clone.organisation().id == org
 
 
 def test_client_settings_are_validated() -> None:
@@ -152,3 +154,17 @@ def test_client_settings_are_validated() -> None:
         FusionClient("ftp://example.com")
     with pytest.raises(ValidationError, match="max_workers"):
         FusionClient("http://127.0.0.1:1", max_workers=0)
+
+
+def test_on_login_hook_sees_each_new_session(client_emu: Any) -> None:
+    tokens: list[str | None] = []
+    client = new_client(client_emu, on_login=lambda c: tokens.append(c.session_token))
+    client.organisation()
+    client.logout()
+    client.organisation()
+    assert len(tokens) == 2 and all(tokens) and tokens[-1] == client.session_token
+
+    def broken(_: FusionClient) -> None:
+        raise RuntimeError("cache is full")
+
+    assert new_client(client_emu, on_login=broken).login().logged_in  # a failing hook does not break login
