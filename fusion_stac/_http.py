@@ -12,7 +12,8 @@ What is retried:
   PUT, DELETE, OPTIONS, and calls explicitly marked safe, like login);
 * connect timeouts — any request (nothing reached the server);
 * 429 — any request (the server refused to process it), waiting ``Retry-After`` when sent;
-* 502, 503, 504 — idempotent requests only.
+* 500, 502, 503, 504 — idempotent requests only (a 500 is usually transient, and repeating an
+  idempotent request is harmless; cloud SDKs retry it too).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class RetryPolicy:
     backoff: float = 0.5  # first wait is up to this many seconds, doubling each time
     max_backoff: float = 20.0
     max_retry_after: float = 120.0  # never sleep longer than this on a server's Retry-After
-    retry_statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 
 
 class RequestStats:
