@@ -38,7 +38,7 @@ class FetchSettings:
 
     header_bytes: int = 64 * 1024  # first request of a file: a COG's IFDs in one go
     readahead: int = 64 * 1024  # smallest request for a small read past the header
-    merge_gap: int = 64 * 1024  # tiles closer than this are fetched by one request
+    merge_gap: int = 1024 * 1024  # tiles closer than this share a request (a round trip costs more)
 
 
 DEFAULT_SETTINGS = FetchSettings()
@@ -52,6 +52,7 @@ class _HeaderCache:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._data: OrderedDict[FileKey, tuple[int, bytes]] = OrderedDict()
+        self._locks: dict[FileKey, threading.Lock] = {}
 
     def get(self, key: FileKey) -> tuple[int, bytes] | None:
         with self._lock:
@@ -71,6 +72,16 @@ class _HeaderCache:
         with self._lock:
             self._data.clear()
 
+    def lock_for(self, key: FileKey) -> threading.Lock:
+        """A lock per file, so that threads opening the same file fetch its header once."""
+        with self._lock:
+            lock = self._locks.get(key)
+            if lock is None:
+                if len(self._locks) > 4 * self.capacity:
+                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
 
 _HEADERS = _HeaderCache()
 
@@ -86,6 +97,15 @@ def load_header(transport: Transport, key: FileKey, label: str, settings: FetchS
     hit = _HEADERS.get(key)
     if hit is not None:
         return hit
+    with _HEADERS.lock_for(key):
+        hit = _HEADERS.get(key)
+        if hit is not None:
+            return hit
+        return _fetch_header(transport, key, label, settings, size)
+
+
+def _fetch_header(transport: Transport, key: FileKey, label: str, settings: FetchSettings,
+                  size: int | None) -> tuple[int, bytes]:
     if size is None:
         # Metadata did not say: a 1-byte read reports the size (Content-Range), then the header.
         with transport.open_range(key, 0, 1, path=label) as probe:

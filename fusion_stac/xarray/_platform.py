@@ -1,46 +1,201 @@
-"""Glue to the rest of fusion-stac: find a group's items, and sign URLs with the user's session.
+"""Glue to the rest of fusion-stac: find the STAC items of a run, and the storage to read them.
 
-Kept apart so the engine (grid, reader, graph) depends on nothing but metadata records and a
-storage, and can be tested on files served locally.
+Kept apart so the engine (grid, reader, graph) depends only on metadata records and a storage,
+and can be tested on files served locally. A *run* is what one ``execute`` produced: a group of
+slice executions (plus aggregators, whose outputs are not mosaicked), or a single execution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from fusion_stac import _urls
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._source import RasterSource, source_from_item
-from fusion_stac.xarray._storage import Storage
+from fusion_stac.xarray._storage import FileSystemStorage, Storage
 
-__all__ = ["resolve_sources", "storage_for"]
+__all__ = ["Run", "resolve_runs", "resolve_sources", "storage_for"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """The raster items of one run (a group or an execution), in group order."""
+
+    segment: str  # group id, or execution id when not grouped
+    label: str
+    started_at: datetime | None
+    items: tuple[Any, ...]
+
+
+def _is_model(obj: Any, name: str) -> bool:
+    return type(obj).__name__ == name and hasattr(obj, "id")
+
+
+def _org_id(client: Any, organisation: str | None, *owners: Any) -> str:
+    for owner in owners:
+        org = getattr(owner, "organisation_id", None)
+        if org:
+            return str(org)
+    return str(client.organisation(organisation).id)
+
+
+def _process(client: Any, org_id: str, process: Any) -> Any:
+    if _is_model(process, "Process"):
+        return process
+    return client.find_process(org_id, str(process))
+
+
+def _raster_items(items: Iterable[Any], *, asset: str | None, output: str | None, where: str) -> list[Any]:
+    """Raster outputs of slices (not aggregators), one output only, sorted by group index."""
+    key_asset = asset or "data"
+    candidates = []
+    for item in items:
+        props = item.properties
+        if props.get("fusion:aggregator"):
+            continue
+        a = item.assets.get(key_asset)
+        if a is None or not a.extra_fields.get("raster:bands"):
+            continue
+        candidates.append(item)
+    if not candidates:
+        raise MosaicError(f"{where} has no raster outputs to mosaic")
+    by_output: dict[tuple[str, str], list[Any]] = {}
+    for item in candidates:
+        props = item.properties
+        by_output.setdefault((str(props.get("fusion:component") or ""), str(props.get("fusion:data_name") or "")),
+                             []).append(item)
+    if output is not None:
+        chosen = [v for (comp, name), v in by_output.items() if output in (comp, name)]
+        if not chosen:
+            names = sorted({n or c for c, n in by_output})
+            raise MosaicError(f"{where} has no output {output!r}; it has {', '.join(map(repr, names))}",
+                              field="output")
+        selected = [i for group in chosen for i in group]
+    elif len(by_output) > 1:
+        names = sorted({n or c for c, n in by_output})
+        raise MosaicError(f"{where} has several raster outputs ({', '.join(map(repr, names))}); pass output=",
+                          field="output")
+    else:
+        selected = next(iter(by_output.values()))
+    return sorted(selected, key=lambda i: (i.properties.get("fusion:group_index") or 0, i.id))
+
+
+def _run_items(client: Any, org_id: str, process_id: str, segment: str, *, asset: str | None,
+               output: str | None, label: str) -> list[Any]:
+    from fusion_stac.stac.catalog import open_catalog
+
+    coll = open_catalog(client, _urls.process_url(org_id, process_id, segment))
+    progress = coll.extra_fields.get("fusion:progress")
+    if progress is not None and progress < 100:
+        raise MosaicError(f"{label} is still running ({progress}% done); wait for it to complete")
+    failed = coll.extra_fields.get("fusion:failed_execution_ids")
+    if failed:
+        warnings.warn(f"{label}: execution(s) {', '.join(failed)} failed; their slices are missing from the mosaic",
+                      stacklevel=4)
+    return _raster_items(coll.get_items(recursive=True), asset=asset, output=output, where=label)
 
 
 def _as_sources(items: Iterable[Any], asset: str | None) -> list[RasterSource]:
-    out: list[RasterSource] = []
-    for item in items:
-        if isinstance(item, RasterSource):
-            out.append(item)
-        else:
-            out.append(source_from_item(item, asset))
-    return out
+    return [item if isinstance(item, RasterSource) else source_from_item(item, asset) for item in items]
 
 
 def resolve_sources(client: Any, *, process: Any = None, group_id: str | None = None, execution: Any = None,
                     items: Iterable[Any] | None = None, asset: str | None = None,
-                    organisation: str | None = None) -> list[RasterSource]:
+                    organisation: str | None = None, output: str | None = None) -> list[RasterSource]:
     """The sources to mosaic, in group order, from whichever of the inputs was given."""
     given = [n for n, v in (("items", items), ("execution", execution), ("group_id", group_id)) if v is not None]
     if len(given) > 1:
         raise MosaicError(f"pass only one of items=, execution=, group_id= (got {', '.join(given)})")
     if items is not None:
+        if not isinstance(items, (list, tuple)):
+            items = list(items)
         sources = _as_sources(items, asset)
         if not sources:
             raise MosaicError("items= is empty: no slices to mosaic", field="items")
         return sources
-    raise MosaicError("nothing to mosaic: pass items=, or a client with process=/group_id=/execution=")
+    if client is None:
+        raise MosaicError("nothing to mosaic: pass items=, or a client with process=, group_id= or execution=")
+    if execution is not None:
+        ex = execution if _is_model(execution, "ProcessExecution") else None
+        org_id = _org_id(client, organisation, ex, process)
+        if ex is None:
+            ex = client.get_execution(org_id, str(execution))
+        process_id = ex.process_id
+        segment = ex.group_id or ex.id
+        label = f"group {ex.group_id}" if ex.group_id else f"execution {ex.id}"
+    else:
+        if process is None:
+            raise MosaicError("nothing to mosaic: pass process= (optionally with group_id=), execution= or items=")
+        org_id = _org_id(client, organisation, process)
+        proc = _process(client, org_id, process)
+        process_id = proc.id
+        if group_id is not None:
+            segment = _urls.normalise_uuid(group_id) if _urls.is_uuid(group_id) else group_id
+            label = f"group {segment} of process {proc.name!r}"
+        else:
+            latest = client.latest_execution(org_id, proc.id)
+            segment = latest.group_id or latest.id
+            what = f"group {latest.group_id}" if latest.group_id else f"execution {latest.id}"
+            label = f"the latest run ({what}) of process {proc.name!r}"
+    items_ = _run_items(client, org_id, process_id, segment, asset=asset, output=output, label=label)
+    return _as_sources(items_, asset)
+
+
+def resolve_runs(client: Any, process: Any, *, organisation: str | None = None, executions: Sequence[Any] | None = None,
+                 start: datetime | None = None, end: datetime | None = None, asset: str | None = None,
+                 output: str | None = None) -> list[Run]:
+    """The completed runs of a process (groups and single executions), oldest first."""
+    org_id = _org_id(client, organisation, process)
+    proc = _process(client, org_id, process)
+    wanted = None
+    if executions is not None:
+        wanted = {getattr(e, "id", e) for e in executions}
+    runs: dict[str, list[Any]] = {}
+    for ex in client.iter_executions(org_id, proc.id, reverse=False):
+        if wanted is not None and ex.id not in wanted and ex.group_id not in wanted:
+            continue
+        runs.setdefault(ex.group_id or ex.id, []).append(ex)
+    out: list[Run] = []
+    for segment, members in runs.items():
+        started = min((m.started_at for m in members if m.started_at is not None), default=None)
+        if start is not None and started is not None and started < start:
+            continue
+        if end is not None and started is not None and started > end:
+            continue
+        grouped = members[0].group_id is not None
+        label = f"{'group' if grouped else 'execution'} {segment} of process {proc.name!r}"
+        if any((m.progress or 0) < 100 for m in members):
+            warnings.warn(f"{label} is still running: left out of the time series", stacklevel=3)
+            continue
+        try:
+            items = _run_items(client, org_id, proc.id, segment, asset=asset, output=output, label=label)
+        except MosaicError as exc:
+            if exc.field == "output":
+                raise
+            warnings.warn(f"{exc}: left out of the time series", stacklevel=3)
+            continue
+        out.append(Run(segment, label, started, tuple(items)))
+    out.sort(key=lambda r: (r.started_at is None, r.started_at or datetime.min))
+    if not out:
+        raise MosaicError(f"process {proc.name!r} has no completed runs with raster outputs"
+                          + (" in the requested time range" if start or end else ""))
+    return out
 
 
 def storage_for(obj: Any) -> Storage:
-    """The storage of a FusionClient or FusionFileSystem."""
-    raise MosaicError(f"cannot read stored files with {type(obj).__name__}; pass a FusionClient, a FusionFileSystem or storage=")
+    """The storage of a FusionClient or FusionFileSystem (pickles without secrets)."""
+    from fusion_stac.fs import FusionFileSystem
+
+    if isinstance(obj, FusionFileSystem):
+        return FileSystemStorage(obj)
+    if obj is None:
+        # Credentials from the environment / token cache, as on a dask worker.
+        return FileSystemStorage(FusionFileSystem())
+    if type(obj).__name__ == "FusionClient":
+        return FileSystemStorage(FusionFileSystem(client=obj))
+    raise MosaicError(f"cannot read stored files with a {type(obj).__name__}; pass a FusionClient, a "
+                      "FusionFileSystem or storage=")

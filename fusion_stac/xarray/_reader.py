@@ -37,6 +37,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from odc.geo.roi import roi_is_empty, roi_shape
 from odc.geo.warp import resampling_s2rio
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from fusion_stac.xarray._errors import RasterReadError
@@ -283,7 +284,7 @@ def _reading(source: RasterSource, key: tuple[FileKey, int | None], handle: _Han
     """Turn GDAL failures into errors naming the slice; drop the handle (and its cached blocks)."""
     try:
         yield
-    except (rasterio.errors.RasterioError, rasterio.errors.CPLE_BaseError) as exc:
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
         failure = handle.opener.take_failure()
         _evict(key)
         if failure is not None:
@@ -537,3 +538,39 @@ class _Fuser:
         if self.dst.dtype.kind in "iu":
             mean = np.rint(mean)
         np.copyto(self.dst, mean, where=has, casting="unsafe")
+
+
+# ------------------------------------------------------------------------------------------
+# metadata from a header (for files known only by path)
+
+
+def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: str,
+                  settings: FetchSettings = DEFAULT_SETTINGS) -> RasterSource:
+    """A :class:`RasterSource` read from a file's header (one request; the header is then cached,
+    so reading the pixels later costs no second header request)."""
+
+    def run() -> RasterSource:
+        opener = SourceOpener(key.url, key, storage.transport(), label, settings, size)
+        try:
+            ds = rasterio.open(key.url, opener=opener)
+        except rasterio.errors.RasterioError as exc:
+            failure = opener.take_failure()
+            if failure is not None:
+                raise failure from None
+            raise RasterReadError(f"{label}: GDAL cannot open it as a raster: {exc}", source=label) from exc
+        try:
+            if ds.crs is None:
+                raise RasterReadError(f"{label}: the raster has no CRS; it cannot be placed on a map", source=label)
+            names = tuple(d or str(i + 1) for i, d in enumerate(ds.descriptions))
+            return RasterSource(
+                key=key, crs=ds.crs.to_wkt() if ds.crs.to_epsg() is None else f"EPSG:{ds.crs.to_epsg()}",
+                transform=tuple(ds.transform)[:6],  # type: ignore[arg-type]
+                shape=(ds.height, ds.width), dtype=ds.dtypes[0], count=ds.count, nodata=ds.nodata,
+                size=size, band_names=names if len(set(names)) == len(names) else (),
+                scales=tuple(ds.scales), offsets=tuple(ds.offsets), units=tuple(u or None for u in ds.units),
+                label=label,
+            )
+        finally:
+            ds.close()
+
+    return in_gdal_context(run)  # type: ignore[no-any-return]

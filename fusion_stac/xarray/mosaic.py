@@ -39,6 +39,7 @@ def open_mosaic(
     execution: Any = None,
     items: Iterable[Any] | None = None,
     asset: str | None = None,
+    output: str | None = None,
     crs: Any = None,
     resolution: Any = None,
     bbox: Sequence[float] | None = None,
@@ -60,7 +61,8 @@ def open_mosaic(
     What to mosaic (one of): ``items`` (pystac Items of the STAC view, or
     :class:`~fusion_stac.xarray.RasterSource`), ``execution`` (its group, or just it when it is
     not grouped), ``group_id`` of ``process``, or ``process`` alone (its most recent group).
-    ``asset`` picks the asset of each item (default ``"data"``).
+    ``asset`` picks the asset of each item (default ``"data"``); ``output`` picks one output by its
+    name or component when the run produced several rasters.
 
     Grid: ``crs`` (default: the CRS most slices are in; an even split is an error naming the
     slices), ``resolution`` in CRS units (default: the slices' own), ``bbox`` as
@@ -82,7 +84,7 @@ def open_mosaic(
 
     sources = _platform.resolve_sources(
         client, process=process, group_id=group_id, execution=execution, items=items, asset=asset,
-        organisation=organisation,
+        organisation=organisation, output=output,
     )
     the_storage = storage if storage is not None else as_storage(client)
     gbox = output_geobox(sources, crs=crs, resolution=resolution, bbox=bbox, bbox_crs=bbox_crs, geobox=geobox)

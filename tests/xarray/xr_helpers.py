@@ -48,6 +48,8 @@ class StorageServer:
         self.bytes: dict[str, int] = {}
         self.failures: dict[str, list[int]] = {}  # file name -> statuses to answer next
         self.now_offset = 0.0  # seconds added to the clock (to expire URLs)
+        self.seen: set[str] = set()  # signatures used so far
+        self.revoked: set[str] = set()  # signatures answered with 403 (as if expired)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,9 +83,12 @@ class StorageServer:
                 except (KeyError, ValueError):
                     self._empty(403)
                     return
-                if expires < time.time() + server.now_offset or not hmac.compare_digest(sig, sign_path(name, expires)):
+                if (expires < time.time() + server.now_offset or sig in server.revoked
+                        or not hmac.compare_digest(sig, sign_path(name, expires))):
                     self._empty(403)
                     return
+                with server.lock:
+                    server.seen.add(sig)
                 path = server.root / name
                 if not path.is_file():
                     self._empty(404)
@@ -138,6 +143,12 @@ class StorageServer:
             self.bytes.clear()
             self.failures.clear()
             self.now_offset = 0.0
+            self.revoked.clear()
+
+    def expire_issued(self) -> None:
+        """Every URL used so far now answers 403, as an expired presigned URL does."""
+        with self.lock:
+            self.revoked |= self.seen
 
     def fail_next(self, name: str, *statuses: int) -> None:
         with self.lock:
@@ -203,3 +214,29 @@ def source_for(path: Path, *, data_id: str | None = None, label: str | None = No
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def item_for(source: RasterSource, *, when: str = "2024-05-01T10:00:00Z", **props: Any) -> Any:
+    """A STAC item shaped like the STAC view's (proj on item and asset, raster:bands, fusion: ids)."""
+    import pystac
+    from odc.geo.geom import BoundingBox
+
+    box = BoundingBox(*source.geobox.extent.boundingbox.bbox, crs=source.crs).to_crs("EPSG:4326")
+    geometry = {"type": "Polygon", "coordinates": [[[box.left, box.bottom], [box.right, box.bottom],
+                                                    [box.right, box.top], [box.left, box.top],
+                                                    [box.left, box.bottom]]]}
+    properties = {
+        "datetime": when, "start_datetime": when, "end_datetime": when, "proj:code": source.crs,
+        "fusion:organisation_id": source.key.organisation_id, "fusion:data_id": source.key.data_id,
+        "fusion:file_id": source.key.file_id, **props,
+    }
+    item = pystac.Item(source.key.file_id, geometry, list(box.bbox), None, properties)
+    band: dict[str, Any] = {"data_type": source.dtype}
+    if source.nodata is not None:
+        band["nodata"] = "nan" if source.nodata != source.nodata else source.nodata
+    item.add_asset("data", pystac.Asset(source.key.url, media_type="image/tiff; application=geotiff", roles=["data"],
+                                        extra_fields={"proj:shape": list(source.shape),
+                                                      "proj:transform": list(source.transform),
+                                                      "raster:bands": [dict(band) for _ in range(source.count)],
+                                                      "file:size": source.size}))
+    return item
