@@ -40,6 +40,10 @@ _LAZY: dict[str, str] = {
     "open_catalog": "fusion_stac.stac",
     "search": "fusion_stac.stac",
     "export_catalog": "fusion_stac.stac",
+    # xarray loaders
+    "open_mosaic": "fusion_stac.xarray.mosaic",
+    "open_timeseries": "fusion_stac.xarray.timeseries",
+    "to_cog": "fusion_stac.xarray.cog",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

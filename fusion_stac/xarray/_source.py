@@ -33,7 +33,11 @@ DEFAULT_ASSET_KEYS = ("data",)
 
 def file_key(url: str) -> FileKey:
     """The :class:`FileKey` of ``fusion://{org}/data/{data_id}/{file_id}`` (other forms need the API)."""
-    path = _urls.parse(url)
+    try:
+        path = _urls.parse(url)
+    except _urls.FusionURLError as exc:
+        raise MosaicError(f"{url!r} is not a file URL of the form fusion://{{organisation}}/data/{{data_id}}/"
+                          f"{{file_id}}: {exc}", field="href") from exc
     if path.kind != "file" or not path.is_short_form:
         raise MosaicError(
             f"{url!r} is not a file URL of the form fusion://{{organisation}}/data/{{data_id}}/{{file_id}}",

@@ -44,7 +44,8 @@ def to_cog(
     ``compress`` (deflate, zstd, lzw, lerc...) with ``level`` and a floating-point/horizontal
     ``predictor``; ``overviews`` are built with ``overview_resampling`` (default: ``average`` for
     floats, ``nearest`` otherwise). ``nodata`` defaults to the array's ``_FillValue``/``nodata``;
-    ``fusion:`` attributes and ``tags`` become GDAL metadata, band names band descriptions.
+    ``fusion:`` attributes (as ``fusion_*``) and ``tags`` become GDAL metadata, band names band
+    descriptions.
     Returns the path written.
     """
     import rasterio
@@ -162,7 +163,8 @@ def _blocks(da: xr.DataArray) -> Iterator[tuple[Any, np.ndarray]]:
 
 
 def _describe(dst: Any, da: xr.DataArray, tags: dict[str, Any] | None) -> None:
-    meta = {k: str(v) for k, v in da.attrs.items() if k.startswith("fusion:")}
+    # GDAL splits metadata keys at ':' (``fusion:group_id`` would read back as ``fusion``).
+    meta = {k.replace(":", "_"): str(v) for k, v in da.attrs.items() if k.startswith("fusion:")}
     if tags:
         meta.update({k: str(v) for k, v in tags.items()})
     if meta:

@@ -67,13 +67,13 @@ def test_window_requests_at_most_two_per_slice(world: World) -> None:
 
 def test_bbox_touching_one_slice_reads_that_slice_only(world: World) -> None:
     src = world.grid[3]
-    left, bottom, right, top = src.geobox.extent.boundingbox.bbox
+    left, bottom, _, _ = src.geobox.extent.boundingbox.bbox
     bbox = (left + 500, bottom + 500, left + 1000, bottom + 1000)
     da = open_mosaic(items=world.grid, storage=world.storage(), bbox=bbox, bbox_crs="EPSG:32630")
     assert da.shape == (1, 50, 50)
     values = da.values[0]
-    row0 = int(round((Y0 - (bottom + 1000)) / RES))
-    col0 = int(round((left + 500 - X0) / RES))
+    row0 = round((Y0 - (bottom + 1000)) / RES)
+    col0 = round((left + 500 - X0) / RES)
     np.testing.assert_array_equal(values, world.grid_expected[row0:row0 + 50, col0:col0 + 50])
     assert _requests(world, world.grid) == [0, 0, 0, 2]
 

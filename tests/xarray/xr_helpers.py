@@ -63,10 +63,10 @@ class StorageServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_HEAD(self) -> None:  # noqa: N802 - presigned GET URLs refuse HEAD
+            def do_HEAD(self) -> None:
                 self._empty(403)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 name = parts.path.lstrip("/")
                 query = parse_qs(parts.query)
