@@ -5,6 +5,8 @@ CLI) goes through it. Highlights:
 
 * every request has a (connect, read) timeout and is retried per :mod:`fusion_stac._http`;
 * an expired session (401) is renewed transparently, once per request, by a single thread;
+* creating data and processes and executing take effect exactly once even when answers are lost:
+  after a 5xx or a broken connection the platform is re-checked before anything is repeated;
 * lookups by id or name make one request; list iterators page lazily with the ``last`` cursor and
   push filters and search to the server;
 * ``map`` and ``group_tree`` fan out over a bounded thread pool; ``stats`` counts requests;
@@ -17,12 +19,15 @@ worker threads, one call at a time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
+import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -40,6 +45,7 @@ from fusion_stac.errors import (
     AnalysisError,
     APIError,
     AuthenticationError,
+    ConflictError,
     ExecutionFailedError,
     FusionError,
     NotFoundError,
@@ -101,6 +107,10 @@ ENV_PASSWORD = "FUSION_PLATFORM_PASSWORD"
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _REQUEST_ID_HEADERS = ("X-Request-Id", "X-Amzn-RequestId", "X-Amz-Request-Id", "X-Correlation-Id")
+#: How far the platform's clock may lag ours when recognising a process we created (see ``create_process``).
+CLOCK_SKEW = timedelta(minutes=10)
+#: 5xx statuses after which a POST may or may not have been handled (others are definite refusals).
+_UNCERTAIN_STATUSES = frozenset({500, 502, 503, 504})
 _WRITABLE_PROCESS_FIELDS = frozenset({
     "name", "run_type", "repeat_count", "repeat_start", "repeat_end", "repeat_gap", "repeat_offset",
     "output_storage_period",
@@ -706,6 +716,42 @@ class FusionClient:
             raise APIError("the answer has no model", path=path, method=method)
         return cls.from_api(model)
 
+    # -- non-idempotent calls -------------------------------------------------------------------------
+    def _post_once(self, what: str, post: Callable[[], T], recheck: Callable[[], T | None]) -> T:
+        """Make a non-idempotent call take effect exactly once over an unreliable network.
+
+        A POST that failed with a 5xx or a broken connection may or may not have been handled: the
+        answer can be lost after the server acted. Repeating it blindly could create a second data
+        item or start a second (paid) run; giving up would abort a workflow for one lost answer. So
+        after such a failure the platform is asked (idempotent GETs, ``recheck``) whether the call
+        took effect: if it did, that result is used; if not, the call is made again, up to the retry
+        policy's attempts. A 409 on a repeat (the first attempt, or a twin, got there) is re-checked
+        the same way. Definite refusals (4xx) are raised at once; 429 is retried by the transport.
+        """
+        attempts = max(1, self._retry.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return post()
+            except (ServerError, TransportError, ConflictError) as exc:
+                uncertain = (isinstance(exc, TransportError)
+                             or (isinstance(exc, ServerError) and exc.status in _UNCERTAIN_STATUSES)
+                             or (isinstance(exc, ConflictError) and attempt > 1))
+                if not uncertain:
+                    raise
+                found = recheck()
+                if found is not None:
+                    logger.info("%s: the answer was lost (%s) but the platform shows it done", what,
+                                type(exc).__name__)
+                    return found
+                if attempt == attempts:
+                    raise
+                self.stats._retry()
+                wait = random.uniform(0, min(self._retry.max_backoff, self._retry.backoff * 2 ** (attempt - 1)))
+                logger.info("%s failed (%s) and did not take effect; trying again in %.2f s (attempt %d of %d)",
+                            what, type(exc).__name__, wait, attempt + 1, attempts)
+                self._sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- paging ---------------------------------------------------------------------------------------
     def _list_params(
         self, *, limit: int | None = None, reverse: bool = False, search: str | None = None,
@@ -896,35 +942,84 @@ class FusionClient:
         template = self.request("GET", f"/organisations/{org_id}/data/new").get("model") or {}
         fields = {k: v for k, v in dict(template).items() if v is not None}
         fields.update({"organisation_id": org_id, "name": name})
-        if data_id:
-            fields["id"] = data_id
-        data = self._model(Data, "POST", f"/organisations/{org_id}/data", body=_flat("Data", fields))
-        try:
-            def add_file(pair: tuple[Path, str]) -> str:
-                path, ftype = pair
-                payload = self.request("POST", f"/organisations/{org_id}/data/{data.id}/add_file",
-                                       body={"Data": {"name": path.name, "file_type": ftype}})
-                extras = payload.get("extras") or {}
-                if not extras.get("url"):
-                    raise APIError(f"add_file for {path.name} gave no upload URL",
-                                   path=f"/organisations/{org_id}/data/{data.id}/add_file", method="POST")
-                return str(extras["url"])
-
-            urls = [add_file(pair) for pair in zip(paths, types, strict=True)]  # POSTs: in order, not retried
-            total = sum(p.stat().st_size for p in paths) or 1
-            report = _ProgressReporter(progress, total)
-            self.map(lambda pair: self._upload(pair[0], pair[1], report), list(zip(paths, urls, strict=True)))
-        except BaseException:
-            logger.warning("upload to data %s failed; deleting the incomplete item", data.id)
+        # A client-chosen id (API doc 5.1) makes the create POST safe to re-check and repeat.
+        item_id = data_id or str(uuid.uuid4())
+        rounds = 3
+        for round_no in range(1, rounds + 1):
+            data = self._create_item(org_id, name, dict(fields, id=item_id))
             try:
-                self.delete_data(org_id, data.id)
-            except FusionError:
-                logger.warning("could not delete incomplete data %s", data.id)
-            raise
+                registered: dict[str, int] = {}
+                urls = [self._add_file(org_id, data.id, path, ftype, registered)  # in order, each once
+                        for path, ftype in zip(paths, types, strict=True)]
+                total = sum(p.stat().st_size for p in paths) or 1
+                report = _ProgressReporter(progress, total)
+                self.map(lambda pair, report=report: self._upload(pair[0], pair[1], report),
+                         list(zip(paths, urls, strict=True)))
+            except _Unsettled as exc:
+                logger.info("data %s: %s; starting the upload over", data.id, exc)
+                self._discard_data(org_id, data.id)
+                if round_no == rounds:
+                    raise TransportError(f"upload of data {name!r} kept losing answers from the platform ({exc})",
+                                         path=f"/organisations/{org_id}/data", method="POST") from None
+                item_id = data_id or str(uuid.uuid4())
+                continue
+            except BaseException:
+                logger.warning("upload to data %s failed; deleting the incomplete item", data.id)
+                try:
+                    self.delete_data(org_id, data.id)
+                except FusionError:
+                    logger.warning("could not delete incomplete data %s", data.id)
+                raise
+            break
         if wait:
             self.wait_for_analysis(org_id, data.id, poll_interval=poll_interval, timeout=timeout,
                                    extended=extended_analysis, name=name)
         return data
+
+    def _create_item(self, org_id: str, name: str, fields: Mapping[str, Any]) -> Data:
+        """``POST /data`` with a client-chosen id, exactly once (re-checked by id after a failure)."""
+        item_id = str(fields["id"])
+        path = f"/organisations/{org_id}/data"
+
+        def recheck() -> Data | None:
+            try:
+                return self.get_data(org_id, item_id)
+            except NotFoundError:
+                return None
+
+        return self._post_once(f"create data {name!r}",
+                               lambda: self._model(Data, "POST", path, body=_flat("Data", fields)), recheck)
+
+    def _add_file(self, org_id: str, data_id: str, path: Path, file_type: str, registered: dict[str, int]) -> str:
+        """``add_file`` exactly once; returns the upload URL.
+
+        A lost answer after the platform registered the file leaves a record whose upload URL we
+        never got (it would never be uploaded nor analysed): that raises :class:`_Unsettled`, and
+        the caller starts the data item over.
+        """
+        where = f"/organisations/{org_id}/data/{data_id}/add_file"
+
+        def post() -> str:
+            payload = self.request("POST", where, body={"Data": {"name": path.name, "file_type": file_type}})
+            extras = payload.get("extras") or {}
+            if not extras.get("url"):
+                raise APIError(f"add_file for {path.name} gave no upload URL", path=where, method="POST")
+            return str(extras["url"])
+
+        def recheck() -> str | None:
+            present = sum(1 for f in self.list_files(org_id, data_id) if f.file_name == path.name)
+            if present > registered.get(path.name, 0):
+                raise _Unsettled(f"the platform registered {path.name!r} but its upload URL was lost")
+            return None
+
+        url = self._post_once(f"add file {path.name!r} to data {data_id}", post, recheck)
+        registered[path.name] = registered.get(path.name, 0) + 1
+        return url
+
+    def _discard_data(self, org_id: str, data_id: str) -> None:
+        """Delete a half-made data item of ours (already gone is fine)."""
+        with contextlib.suppress(NotFoundError):
+            self.delete_data(org_id, data_id)
 
     def _upload(self, path: Path, url: str, report: _ProgressReporter) -> None:
         shown = shown_url(url)
@@ -1292,7 +1387,29 @@ class FusionClient:
         if required:
             raise ValidationError(f"process {draft.name!r} needs values for options: {', '.join(map(str, required))}",
                                   field=str(required[0]))
-        return self._process_model("POST", f"/organisations/{draft.organisation_id}/processes", body=draft.body())
+        body = draft.body()
+        since = datetime.now(timezone.utc) - CLOCK_SKEW
+        return self._post_once(
+            f"create process {draft.name!r}",
+            lambda: self._process_model("POST", f"/organisations/{draft.organisation_id}/processes", body=body),
+            lambda: self._created_process(draft, since),
+        )
+
+    def _created_process(self, draft: ProcessDraft, since: datetime) -> Process | None:
+        """The process a lost ``create`` answer may have made: the newest one with the draft's exact
+        name, service and inputs, created since ``since`` (the API has no client-chosen process id,
+        so this is the best evidence; an identical twin made meanwhile would be taken for it)."""
+        service_id = draft.template.get("service_id")
+        inputs = [i.id for i in draft.inputs]
+        matches = [
+            p for p in self.iter_processes(draft.organisation_id, name=draft.name)
+            if p.name == draft.name and (service_id is None or p.service_id == service_id)
+            and [i.id for i in p.inputs] == inputs and (p.created_at is None or p.created_at >= since)
+        ]
+        if not matches:
+            return None
+        newest = max(matches, key=lambda p: p.created_at or since)
+        return self.get_process(draft.organisation_id, newest.id)
 
     def update_process(self, org_id: str, process_id: str, **fields: Any) -> Process:
         """Change name or schedule of a created (not executing) process."""
@@ -1329,9 +1446,23 @@ class FusionClient:
         """Execute a created process. With ``wait``, also wait for its run to start and finish
         (raising :class:`ExecutionFailedError` if any execution of the run failed)."""
         pid = _id_of(process_id)
-        process = self._process_model("POST", f"/organisations/{org_id}/processes/{pid}/execute")
+        # The state before: a lost answer is told from a lost request by the status having changed.
+        before = self.get_process(org_id, pid)
+        reconciled = False
+
+        def recheck() -> Process | None:
+            nonlocal reconciled
+            now = self.get_process(org_id, pid)
+            if now.process_status == "execute" or now.process_status_at != before.process_status_at:
+                reconciled = True
+                return now
+            return None
+
+        process = self._post_once(
+            f"execute process {before.name!r} ({pid})",
+            lambda: self._process_model("POST", f"/organisations/{org_id}/processes/{pid}/execute"), recheck)
         if wait:
-            if process.process_status == "stop":
+            if process.process_status == "stop" and not reconciled:
                 raise ExecutionFailedError(f"process {process.name!r} ({pid}) was stopped instead of executed",
                                            path=f"/organisations/{org_id}/processes/{pid}")
             started = time.monotonic()
@@ -1636,6 +1767,10 @@ def _content_range_total(value: str | None) -> int | None:
 def _content_range_start(value: str | None) -> int | None:
     match = re.match(r"\s*bytes\s+(\d+)-", value or "")
     return int(match.group(1)) if match else None
+
+
+class _Unsettled(Exception):
+    """Internal: a lost answer left a half-done step on the platform; the step starts over."""
 
 
 class _ProgressReporter:
