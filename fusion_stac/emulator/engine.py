@@ -88,6 +88,8 @@ class Engine:
             for row in self.store.rows("processes"):
                 doc = json.loads(row["doc"])
                 state = json.loads(row["state"])
+                if state.pop("launching", None):
+                    self.store.put("processes", doc, state=state)
                 if doc["process_status"] == "execute" and not state.get("next_run_at"):
                     self._set_process_status(doc, "stop")
 
@@ -101,16 +103,19 @@ class Engine:
 
     # -- starting runs --------------------------------------------------------------------------
 
-    def launch_due(self, process_id: str) -> list[str]:
-        """Create the runs of a process that are due now; returns their run ids (not yet running)."""
+    def launch_due(self, process_id: str, *, claimed: bool = False) -> list[str]:
+        """Create the runs of a process that are due now; returns their run ids (not yet running).
+
+        ``claimed``: the caller is ``execute``, which marked the process as being launched by itself.
+        """
         launched = []
         while True:
-            run_id = self._launch_one(process_id)
+            run_id = self._launch_one(process_id, claimed=claimed)
             if run_id is None:
                 return launched
             launched.append(run_id)
 
-    def _launch_one(self, process_id: str) -> str | None:
+    def _launch_one(self, process_id: str, *, claimed: bool) -> str | None:
         row = self.store.row("processes", process_id)
         if row is None:
             return None
@@ -119,6 +124,8 @@ class Engine:
         next_run = state.get("next_run_at")
         now = utcnow()
         if doc["process_status"] != "execute" or not next_run or datetime.fromisoformat(next_run) > now:
+            return None
+        if state.get("launching") and not claimed:
             return None
         region = self.processes.region_wkb(doc["inputs"][0]["id"]) if doc.get("inputs") else None
         if region is None:
@@ -137,6 +144,8 @@ class Engine:
             state = json.loads(row["state"])
             if doc["process_status"] != "execute" or state.get("next_run_at") != next_run:
                 return None
+            if state.get("launching") and not claimed:
+                return None
             self._charge(doc)
             run_id = str(uuid.uuid4())
             self._create_run(run_id, doc, spec, slices, now)
@@ -151,6 +160,7 @@ class Engine:
                     if end is None or candidate <= datetime.fromisoformat(end):
                         following = iso(candidate)
             state["next_run_at"] = following
+            state.pop("launching", None)
             state["runs_started"] = int(state.get("runs_started", 0)) + 1
             state["last_run_id"] = run_id
             grouped = len(slices) > 1
@@ -526,7 +536,7 @@ class Engine:
         for row in self.store.execute("SELECT id, state FROM processes"):
             state = json.loads(row["state"])
             due = state.get("next_run_at")
-            if not due or datetime.fromisoformat(due) > now:
+            if not due or state.get("launching") or datetime.fromisoformat(due) > now:
                 continue
             try:
                 run_ids = self.launch_due(row["id"])

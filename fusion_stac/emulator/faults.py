@@ -281,19 +281,29 @@ class FaultMiddleware:
         constant_latency = self.state.storage_latency if storage else self.state.api_latency
         subject = config.active and (config.include_login or path != LOGIN_PATH)
 
-        status_holder: dict[str, Any] = {"status": None, "bytes": 0}
+        status_holder: dict[str, Any] = {"status": None, "bytes": 0, "recorded": False}
+
+        def record() -> None:
+            if not status_holder["recorded"]:
+                status_holder["recorded"] = True
+                self.stats.record(storage=storage, route=self.route_of(scope), status=status_holder["status"],
+                                  body_bytes=status_holder["bytes"])
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 status_holder["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    record()  # before the client can see the end of the response
             await send(message)
 
         fault: str | None = None
         latency = False
         if subject:
             fault, latency = self.state.draw(config)
+        if latency:
+            self.stats.record_fault("latency", storage=storage)
         delay = constant_latency + (config.latency_seconds if latency else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -303,6 +313,7 @@ class FaultMiddleware:
                 return
             self.stats.record_fault(fault, storage=storage)
             if fault == "reset":
+                record()
                 _abort_with_reset(self.registry.get(scope))
                 await self.registry.wait_closed(scope)
                 return
@@ -324,12 +335,7 @@ class FaultMiddleware:
             await counting_send({"type": "http.response.start", "status": status, "headers": headers})
             await counting_send({"type": "http.response.body", "body": body, "more_body": False})
         finally:
-            self.stats.record(
-                storage=storage,
-                route=self.route_of(scope),
-                status=status_holder["status"],
-                body_bytes=status_holder["bytes"],
-            )
+            record()
 
 
 def _retry_after_text(seconds: float) -> bytes:

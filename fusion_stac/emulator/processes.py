@@ -561,13 +561,15 @@ class Processes:
             doc["updated_at"] = iso(now)
             state = self.state(process_id)
             state["next_run_at"] = iso(next_run)
+            state["launching"] = True  # the scheduler leaves this run to us, so it can complete synchronously
             self.store.put("processes", doc, state=state)
         try:
-            run_ids = self.engine.launch_due(process_id)
+            run_ids = self.engine.launch_due(process_id, claimed=True)
         except ApiError:
             with self.store.tx():
                 state = self.state(process_id)
                 state["next_run_at"] = None
+                state.pop("launching", None)
                 current = self.store.doc("processes", process_id)
                 if current is not None:
                     self.store.put("processes", current, state=state)

@@ -9,12 +9,15 @@ picks a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
+import signal
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,13 +248,34 @@ def serve_forever(settings: EmulatorSettings, announce: Any = None) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     if announce is not None:
         announce(f"http://{host}:{sock.getsockname()[1]}")
-    server = uvicorn.Server(emulator.uvicorn_config(app))
+    server = _ForegroundServer(emulator.uvicorn_config(app))
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
         runtime.processes.shutdown()
         runtime.platform.close()
         sock.close()
+
+
+class _ForegroundServer(uvicorn.Server):
+    """uvicorn's server, but SIGINT/SIGTERM end it gracefully with exit code 0.
+
+    uvicorn re-raises a captured signal after shutting down, which would kill the process before the
+    emulator's own cleanup (finishing background work, closing SQLite) runs.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _bind(host: str, port: int) -> socket.socket:
