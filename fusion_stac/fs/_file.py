@@ -6,12 +6,15 @@ How GDAL (and h5netcdf, and zarr) read a remote raster: a burst of small reads n
 
 * a read that jumps elsewhere fetches at least ``initial`` bytes (64 KiB): the small reads that follow
   near the header are then served from memory;
-* each read that continues where the previous one ended doubles the readahead, up to ``maximum``
-  (the file's ``block_size``, 8 MiB by default), and the bytes are *streamed*: one HTTP request
+* each read that continues where the previous one ended doubles the readahead (from at least the
+  size of that read), up to ``maximum`` (64 MiB), and the bytes are *streamed*: one HTTP request
   serves a whole run of sequential reads, so a file read front to back costs a handful of requests
-  and runs at the speed of one download;
+  and runs at the speed of one download. A large streamed range costs nothing if the reader stops
+  early: bytes only flow as fast as they are read (TCP flow control), the unread rest is never
+  downloaded (only what is in flight in socket buffers), and the connection is simply closed;
 * a short forward skip inside the running request is read through rather than re-requested;
-* recently read bytes are kept (``keep`` bytes, 32 MiB by default) for the re-reads GDAL makes.
+* recent small reads (up to 1 MiB each, ``keep`` bytes in all, 16 MiB by default) are kept for the
+  re-reads GDAL makes near the header.
 
 Any fsspec cache can still be chosen with ``cache_type=...``; then reads go through
 :meth:`FusionFile._fetch_range`, which is retried and verified the same way. ``get_byte_ranges`` lets
@@ -42,8 +45,10 @@ __all__ = ["AdaptiveStreamCache", "FusionFile", "FusionUploadFile"]
 KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_INITIAL = 64 * KiB
-DEFAULT_MAXIMUM = 8 * MiB
-DEFAULT_KEEP = 32 * MiB
+DEFAULT_BLOCK = 8 * MiB  # the file's block size (what fsspec's own caches use, if chosen)
+DEFAULT_MAXIMUM = 64 * MiB  # the largest streamed readahead
+DEFAULT_KEEP = 16 * MiB
+REMEMBER_LIMIT = 1 * MiB  # reads larger than this are not kept
 SKIP_LIMIT = 256 * KiB  # forward gaps read through instead of opening a new request
 
 
@@ -64,10 +69,11 @@ class AdaptiveStreamCache(BaseCache):
         *,
         open_stream: Callable[[int, int], RangeReader],
         initial: int = DEFAULT_INITIAL,
+        maximum: int = DEFAULT_MAXIMUM,
         keep: int = DEFAULT_KEEP,
     ) -> None:
         super().__init__(blocksize, fetcher, size)
-        self.maximum = max(int(blocksize), 1)
+        self.maximum = max(int(maximum), 1)
         self.initial = max(1, min(int(initial), self.maximum))
         self.keep = max(int(keep), 0)
         self._open_stream = open_stream
@@ -126,7 +132,9 @@ class AdaptiveStreamCache(BaseCache):
         return b""
 
     def _remember(self, start: int, data: bytes) -> None:
-        if not data or len(data) > self.keep:
+        # Only small pieces are worth keeping: header bytes and short reads get re-read; keeping
+        # large ones would only pin memory (and, when streaming, cost page faults per read).
+        if not data or len(data) > min(REMEMBER_LIMIT, self.keep):
             return
         old = self._segments.pop(start, None)
         if old is not None:
@@ -150,7 +158,7 @@ class AdaptiveStreamCache(BaseCache):
             return data
         sequential = pos in (self._last_end, self._stream_end)
         self._abandon()
-        self._block = min(self._block * 2, self.maximum) if sequential else self.initial
+        self._block = min(max(self._block, stop - pos) * 2, self.maximum) if sequential else self.initial
         end = min(self.size, max(stop, pos + self._block))
         stream = self._open_stream(pos, end)
         self._stream = stream
@@ -180,7 +188,7 @@ class AdaptiveStreamCache(BaseCache):
 class FusionFile(AbstractBufferedFile):
     """A read-only file of the Fusion Platform; its size comes from the API (no HEAD is ever sent)."""
 
-    DEFAULT_BLOCK_SIZE = DEFAULT_MAXIMUM
+    DEFAULT_BLOCK_SIZE = DEFAULT_BLOCK
 
     def __init__(
         self,
@@ -202,6 +210,8 @@ class FusionFile(AbstractBufferedFile):
         self.transport = transport
         options = dict(cache_options or {})
         ours = cache_type in ("fusion", None, "default")
+        # An explicit block size caps the streamed readahead too.
+        maximum = int(block_size) if block_size not in (None, "default") else DEFAULT_MAXIMUM
         super().__init__(
             fs, path, mode=mode, block_size=block_size, autocommit=True,
             cache_type="none" if ours else cache_type,
@@ -213,6 +223,7 @@ class FusionFile(AbstractBufferedFile):
             self.cache = AdaptiveStreamCache(
                 self.blocksize, self._fetch_range, self.size, open_stream=self._open_stream,
                 initial=int(options.pop("initial", DEFAULT_INITIAL)),
+                maximum=int(options.pop("maximum", maximum)),
                 keep=int(options.pop("keep", DEFAULT_KEEP)),
             )
             if options:

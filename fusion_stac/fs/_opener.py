@@ -19,6 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["rasterio_opener"]
 
 
+def _could_be_file(path: str) -> bool:
+    """Files live at least four levels down (organisation/section/data/file): no API call needed
+    to know that anything shallower is not one."""
+    from fusion_stac._urls import FusionURLError, parse
+
+    try:
+        return parse(path).kind == "file"
+    except FusionURLError:
+        return False
+
+
 @functools.cache
 def _opener_class() -> type:
     from rasterio.abc import MultiByteRangeResourceContainer
@@ -35,7 +46,7 @@ def _opener_class() -> type:
             return self.fs.open(path, "rb")
 
         def isfile(self, path: str) -> bool:
-            return self.fs.isfile(path)
+            return _could_be_file(path) and self.fs.isfile(path)
 
         def isdir(self, path: str) -> bool:
             return self.fs.isdir(path)
@@ -53,6 +64,8 @@ def _opener_class() -> type:
             self.fs.rm(path)
 
         def size(self, path: str) -> int:
+            if not _could_be_file(path):
+                raise FileNotFoundError(path)  # rasterio probes with "test": answer without the API
             return int(self.fs.size(path) or 0)
 
         def __repr__(self) -> str:

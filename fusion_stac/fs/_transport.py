@@ -165,6 +165,32 @@ def slice_ranges(ranges: Sequence[tuple[int, int]], blocks: Sequence[tuple[int, 
     return out
 
 
+class _Urllib3Body:
+    """urllib3's response seen as a plain binary file (raw bytes, no content decoding)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def read(self, n: int) -> bytes:
+        return self._raw.read(n, decode_content=False)
+
+    def readinto(self, view: memoryview) -> int:
+        data = self._raw.read(len(view), decode_content=False)
+        view[: len(data)] = data
+        return len(data)
+
+
+def _reuse_connection(response: requests.Response) -> None:
+    """Return the connection of a fully read answer to the pool (bodies read through http.client
+    directly bypass urllib3's own bookkeeping, which would otherwise close it)."""
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    isclosed = getattr(fp, "isclosed", None)
+    if fp is None or (callable(isclosed) and isclosed()):
+        with contextlib.suppress(Exception):
+            raw.release_conn()
+
+
 class RangeReader:
     """Bytes ``[start, end)`` of one stored file, read front to back over as few requests as possible.
 
@@ -201,17 +227,40 @@ class RangeReader:
             return b""
         parts: list[bytes] = []
         got = 0
+        while got < want and self.pos < self.end:
+            chunk = self._pull(lambda body, left: body.read(left), want - got)
+            got += len(chunk)
+            parts.append(chunk)
+        if self.pos >= self.end:
+            self._release()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` with the next ``min(len(buffer), remaining)`` bytes, without extra copies
+        (for bulk downloads into a reused buffer); returns how many."""
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.remaining)
+        got = 0
+        while got < want and self.pos < self.end:
+            got += self._pull(lambda body, left, target=view[got:want]: body.readinto(target[:left]), want - got)
+        if self.pos >= self.end:
+            self._release()
+        return got
+
+    def _pull(self, step: Callable[[Any, int], Any], left: int) -> Any:
+        """One successful ``step(body, left)`` on the current answer (connecting and retrying as needed);
+        ``step`` returns bytes or a count. Position and counters advance by what it got."""
         failures = 0
         stats = self.transport.stats
-        while got < want and self.pos < self.end:
+        while True:
             try:
                 if self._response is None:
                     self._connect()
                     if self.pos >= self.end:
-                        break
-                assert self._response is not None
-                chunk = self._response.raw.read(want - got, decode_content=False)
-                if not chunk:
+                        return b""
+                got = step(self._body(), min(left, self.remaining))
+                count = got if isinstance(got, int) else len(got)
+                if not count:
                     raise HTTPException(f"body ended {self.end - self.pos} bytes early")
             except _RETRYABLE as exc:
                 self._drop()
@@ -227,14 +276,19 @@ class RangeReader:
                           type(exc).__name__)
                 time.sleep(self.transport.policy.wait(failures))
                 continue
-            failures = 0
-            got += len(chunk)
-            self.pos += len(chunk)
-            stats.add("bytes", len(chunk))
-            parts.append(chunk)
-        if self.pos >= self.end:
-            self._release()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            self.pos += count
+            stats.add("bytes", count)
+            return got
+
+    def _body(self) -> Any:
+        """The body as a file: http.client's response under urllib3 when reachable (its ``readinto``
+        fills a caller's buffer directly, where urllib3's copies twice), else urllib3's own."""
+        assert self._response is not None
+        raw = self._response.raw
+        fp = getattr(raw, "_fp", None)
+        if fp is not None and hasattr(fp, "readinto") and hasattr(fp, "read"):
+            return fp
+        return _Urllib3Body(raw)
 
     def skip(self, n: int) -> None:
         """Discard the next ``n`` bytes (cheaper than a new request for small gaps)."""
@@ -247,7 +301,7 @@ class RangeReader:
         if response is None or not self.remaining:
             return b""
         try:
-            data = response.raw.read(self.remaining, decode_content=False) or b""
+            data = self._body().read(self.remaining) or b""
         except _RETRYABLE:
             self._drop()
             return b""
@@ -262,12 +316,15 @@ class RangeReader:
         response, self._response = self._response, None
         if response is None:
             return
-        if self.remaining <= _DRAIN_LIMIT:
+        if 0 < self.remaining <= _DRAIN_LIMIT:
             try:
-                rest = response.raw.read(decode_content=False)
+                rest = self._body_of(response).read(self.remaining) or b""
+                self.pos += len(rest)
                 self.transport.stats.add("bytes", len(rest))
             except Exception:  # draining is best effort
                 pass
+        if not self.remaining:
+            _reuse_connection(response)
         response.close()
 
     def __enter__(self) -> RangeReader:
@@ -285,9 +342,18 @@ class RangeReader:
         return f"RangeReader({self.path!r}, {self.start}-{self.end}, pos={self.pos})"
 
     # -- requests ------------------------------------------------------------------------------
+    def _body_of(self, response: requests.Response) -> Any:
+        saved, self._response = self._response, response
+        try:
+            return self._body()
+        finally:
+            self._response = saved
+
     def _release(self) -> None:
+        """The whole range was read: hand the connection back to the pool and forget the answer."""
         response, self._response = self._response, None
         if response is not None:
+            _reuse_connection(response)
             response.close()
 
     def _drop(self) -> None:
@@ -417,7 +483,7 @@ class RangeReader:
     def _discard(self, n: int) -> None:
         assert self._response is not None
         while n > 0:
-            chunk = self._response.raw.read(min(n, 1 << 20), decode_content=False)
+            chunk = self._body().read(min(n, 1 << 20))
             if not chunk:
                 raise HTTPException("body ended while skipping to the requested range")
             n -= len(chunk)
@@ -523,18 +589,19 @@ class Transport:
         out: IO[bytes],
         *,
         path: str,
-        chunk_size: int = 8 << 20,
+        chunk_size: int = 4 << 20,
         progress: Callable[[int], Any] | None = None,
     ) -> int:
         """Stream the whole file into ``out`` over one request (resumed if it breaks); returns bytes."""
         written = 0
+        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
         with self.open_range(key, 0, size, path=path, size=size) as reader:
             while reader.remaining:
-                chunk = reader.read(min(chunk_size, reader.remaining))
-                out.write(chunk)
-                written += len(chunk)
+                n = reader.readinto(buffer)
+                out.write(buffer[:n])
+                written += n
                 if progress is not None:
-                    progress(len(chunk))
+                    progress(n)
         return written
 
     def close(self) -> None:

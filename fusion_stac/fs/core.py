@@ -85,7 +85,7 @@ from fusion_stac._urls import (
 from fusion_stac.errors import AuthenticationError
 from fusion_stac.fs._broker import FileKey, URLBroker, VersionPin
 from fusion_stac.fs._errors import AmbiguousPathError, translate, translated
-from fusion_stac.fs._file import DEFAULT_MAXIMUM, FusionFile, FusionUploadFile
+from fusion_stac.fs._file import DEFAULT_BLOCK, FusionFile, FusionUploadFile
 from fusion_stac.fs._stats import TransferStats
 from fusion_stac.fs._transport import Block, RetryPolicy, Transport, merge_ranges, slice_ranges
 
@@ -297,7 +297,7 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
 
     protocol = "fusion"
     root_marker = ""
-    blocksize = DEFAULT_MAXIMUM
+    blocksize = DEFAULT_BLOCK
     cachable = True
 
     def __init__(
@@ -778,7 +778,7 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
         path, info, key = self._file(path)
         return FusionFile(
             self, path, key=key, details=info, transport=self._conn.transport, mode=mode,
-            block_size=block_size or self.blocksize, cache_type=cache_type, cache_options=cache_options, **kwargs,
+            block_size=block_size, cache_type=cache_type, cache_options=cache_options, **kwargs,
         )
 
     @staticmethod

@@ -28,6 +28,7 @@ class StorageServer:
         self.methods: Counter[str] = Counter()
         self.ranges: list[tuple[str, str | None]] = []
         self.bytes_sent = 0
+        self.connections: set[int] = set()  # client ports seen: one per TCP connection
         self.signed = 0
         self._lock = threading.Lock()
         server = self
@@ -59,6 +60,7 @@ class StorageServer:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 with server._lock:
                     server.methods["GET"] += 1
+                    server.connections.add(self.client_address[1])
                     server.ranges.append((name, self.headers.get("Range")))
                     fault = server.faults.popleft() if server.faults else None
                 if fault == "reset":

@@ -47,12 +47,13 @@ def test_slow_reader_crosses_url_expiry(world: World, short_urls: Any) -> None:
     fs = make_fs(world.url, listings_expiry_time=3600)  # its own connection, fresh URL cache
     local = world.cog.read_bytes()
     with fs.open(world.cog_path, block_size=32 * 1024) as f:
-        for offset, data in slow_random_read(f, len(local), 2.5, seed=1).items():
+        for offset, data in slow_random_read(f, len(local), 3.2, seed=1).items():
             assert data == local[offset:offset + len(data)]
         f.seek(0)
         assert f.read() == local  # and a whole pass after all that
     stats = fs.stats
-    assert stats["urls_signed"] >= 3 and stats["url_refreshes"] >= 2, stats
+    # URLs live 1-2 s (the emulator rounds expiry up to a whole second): the read outlived at least one
+    assert stats["urls_signed"] >= 2 and stats["url_refreshes"] >= 1, stats
 
 
 def test_refused_urls_are_resigned_and_the_range_retried(world: World, short_urls: Any) -> None:
@@ -85,7 +86,7 @@ def test_resets_truncations_and_503s_never_corrupt_data(world: World, faulty_sto
         assert b"".join(chunks) == local
     starts = list(range(0, len(local), 9000))
     ends = [s + 700 for s in starts]
-    assert fs.cat_ranges([world.cog_path] * len(starts), starts, ends) == [local[s:e] for s, e in zip(starts, ends)]
+    assert fs.cat_ranges([world.cog_path] * len(starts), starts, ends) == [local[s:e] for s, e in zip(starts, ends, strict=True)]
     fs.get_file(world.cog_path, str(tmp_path / "copy.tif"))
     assert hashlib.sha256((tmp_path / "copy.tif").read_bytes()).digest() == hashlib.sha256(local).digest()
     faults = faulty_storage.stats()["faults"]

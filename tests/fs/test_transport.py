@@ -123,6 +123,33 @@ def test_signed_url_objects_are_accepted() -> None:
 
 # -- range reads -------------------------------------------------------------------------------
 
+def test_connections_are_reused_after_complete_reads(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    for start in (0, 1000, 2_000_000):
+        assert t.read_range(KEY, start, start + 70_000, path="fusion://x", size=len(data)) == \
+            data[start:start + 70_000]
+    buffer = bytearray(1 << 20)
+    with t.open_range(KEY, 0, len(data), path="fusion://x", size=len(data)) as reader:
+        pieces = []
+        while reader.remaining:
+            n = reader.readinto(buffer)
+            pieces.append(bytes(buffer[:n]))
+    assert b"".join(pieces) == data
+    assert len(server.connections) == 1 and server.methods["GET"] == 4
+
+
+def test_readinto_resumes_after_faults(server: StorageServer) -> None:
+    import io
+
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.extend(["truncate", "reset", "truncate"])
+    out = io.BytesIO()
+    assert t.copy_to(KEY, len(data), out, path="fusion://x", chunk_size=100_000) == len(data)
+    assert out.getvalue() == data and t.stats.snapshot()["retries"] == 3
+
+
 def test_read_range_exact_bytes_and_no_head(server: StorageServer) -> None:
     t = make_transport(server)
     data = server.blobs["blob"]
@@ -234,7 +261,8 @@ def make_cache(t: Transport, size: int, **kw: int) -> AdaptiveStreamCache:
     def fetch(start: int, end: int) -> bytes:
         return t.read_range(KEY, start, end, path="fusion://x", size=size)
 
-    return AdaptiveStreamCache(kw.pop("maximum", 8 << 20), fetch, size, open_stream=open_stream, **kw)
+    return AdaptiveStreamCache(8 << 20, fetch, size, open_stream=open_stream,
+                               maximum=kw.pop("maximum", 8 << 20), **kw)
 
 
 def test_sequential_reads_stream_over_few_requests(server: StorageServer) -> None:
