@@ -40,6 +40,7 @@ from typing import Any
 __all__ = [
     "ENV_TOKEN_FILE",
     "CachedToken",
+    "cached_tokens",
     "clear_tokens",
     "load_token",
     "save_token",
@@ -169,6 +170,26 @@ def load_token(api_url: str, *, email: str | None = None, user_id: str | None = 
         if not token.expired():
             return token
     return None
+
+
+def cached_tokens(api_url: str | None = None, *, path: Path | None = None) -> list[CachedToken]:
+    """The unexpired cached sessions (of one API URL, or all), one per session, oldest expiry first.
+
+    Lets a command line use "the account I logged in with" when no identity is configured.
+    """
+    found: dict[str, CachedToken] = {}
+    for key, entry in _read(path or token_file()).items():
+        url = key.rsplit(" ", 1)[0]
+        if (api_url is not None and url != _norm_url(api_url)) or not isinstance(entry, dict):
+            continue
+        try:
+            token = CachedToken(url, str(entry["access_token"]), str(entry["user_id"]), entry.get("email"),
+                                float(entry["expires_at"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not token.expired():
+            found.setdefault(token.access_token, token)
+    return sorted(found.values(), key=lambda t: t.expires_at)
 
 
 def save_token(api_url: str, access_token: str, *, user_id: str, email: str | None = None,

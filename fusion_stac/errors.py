@@ -75,17 +75,28 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<url>"
     netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # e.g. "http://host:80:" at the end of a sentence
+        port = None
+    if port:
+        netloc = f"{netloc}:{port}"
     suffix = "?…" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + suffix
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in text, redacted; sentence punctuation after it ("...:8000: refused") is kept."""
+    url = match.group(0)
+    stripped = url.rstrip(".,:;!?)]")
+    return redact_url(stripped) + url[len(stripped):]
 
 
 def redact(text: str) -> str:
     """Mask anything secret-looking in free text (URLs, ``token=...``, ``Bearer ...``)."""
     if not text:
         return text
-    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    text = _URL_RE.sub(_redact_match, text)
     text = _REL_URL_QUERY_RE.sub(r"\1?…", text)
     text = _BEARER_RE.sub(r"\1 *****", text)
     return _SECRET_PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****", text)
