@@ -1,11 +1,14 @@
 """The ``fusion-stac`` command line.
 
 Every command is a small function over the public Python API; ``main()`` returns an exit code and
-turns every expected failure into one line on stderr (no traceback unless ``--verbose``):
+turns every expected failure into one line on stderr (no traceback unless ``-vv``):
 
 * 0: success;
 * 1: the command ran and failed (authentication refused, platform or network error, failed execution);
 * 2: the command cannot run as given (usage, unknown path or name, invalid file, bad option value).
+
+Results go to stdout, progress bars (only on a terminal) and logs (``-v``) to stderr. The commands
+live in :mod:`fusion_stac._cli`, one module per theme, and register themselves with :func:`command`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from fusion_stac import __version__
 
@@ -38,38 +42,95 @@ class UsageError(Exception):
     """Bad input to a command: reported in one line, exit code 2."""
 
 
+class CommandFailed(Exception):
+    """The command ran and did not succeed (already explained to the user): exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``fusion-stac ls: error: ...``) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the chain of exceptions it was raised from (the fs layer wraps API errors in built-ins)."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
 def _exit_code_for(exc: BaseException) -> int:
     from fusion_stac._urls import FusionURLError
+    from fusion_stac.errors import (
+        AmbiguousNameError,
+        AnalysisError,
+        AuthenticationError,
+        FusionError,
+        NotFoundError,
+        PermissionDeniedError,
+        ValidationError,
+    )
 
-    if isinstance(exc, (UsageError, FusionURLError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-        return 2
-    try:
-        from fusion_stac.errors import AmbiguousNameError, NotFoundError, ValidationError
-    except ImportError:  # pragma: no cover - errors module always present in a release
-        return 1
-    if isinstance(exc, (ValidationError, NotFoundError, AmbiguousNameError)):
+    for cause in _causes(exc):
+        if isinstance(cause, (ValidationError, NotFoundError, AmbiguousNameError, AnalysisError, FusionURLError)):
+            return 2
+        if isinstance(cause, (AuthenticationError, PermissionDeniedError)):
+            return 1
+        if isinstance(cause, FusionError):
+            return 1
+    if isinstance(exc, (UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)):
         return 2
     return 1
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    from fusion_stac.errors import FusionError, redact
+
+    if isinstance(exc, OSError) and exc.strerror:  # "fusion://x: no such ..." rather than "[Errno 2] ..."
+        text = [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)]
+    else:
+        text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
-    return f"fusion-stac: error: {message}"
+    known = (FusionError, UsageError, CommandFailed, OSError, ValueError, TimeoutError)
+    if not isinstance(exc, known):  # a bug, not bad input: say what it was
+        message = f"unexpected {type(exc).__name__}: {message} (run with -vv for the traceback)"
+    return f"fusion-stac: error: {redact(message)}"
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options every command accepts, before or after its name (``suppress``: not overriding the first)."""
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("platform options")
+    group.add_argument("--api-url", default=default, metavar="URL",
+                       help="Fusion Platform API URL (default: $FUSION_PLATFORM_API_URL, else the real platform)")
+    group.add_argument("--email", default=default,
+                       help="account e-mail (default: $FUSION_PLATFORM_EMAIL, netrc, or the account you logged in with)")
+    group.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                       help="never show progress bars (they are shown only on a terminal anyway)")
+    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0,
+                       help="log progress to stderr (-vv: debug, with tracebacks)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fusion-stac",
-        description="The Fusion Platform from the open geospatial Python stack: browse, stream, mosaic, export STAC.",
+        description="The Fusion Platform from the open geospatial Python stack: browse, upload, run, download, "
+                    "export STAC, mosaic. Try `fusion-stac demo` (no account needed).",
+        epilog="Exit codes: 0 success, 1 failure (refused login, platform or network error, failed execution), "
+               "2 bad input (usage, unknown path, invalid file or option). Paths: fusion://{organisation}/uploads/"
+               "{data}/{file}, fusion://{organisation}/processes/{process}/{execution|latest}/{component}/{output}/"
+               "{file}; names or ids at every level.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: debug, with tracebacks)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _global_options(parser, suppress=False)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name, (help_text, add_arguments, handler) in _COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         add_arguments(sub)
+        _global_options(sub, suppress=True)
         sub.set_defaults(_handler=handler)
     return parser
 
@@ -79,23 +140,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
     try:
         return int(args._handler(args) or 0)
     except KeyboardInterrupt:
         print("fusion-stac: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fusion-stac ls ... | head`
+        return 0
     except Exception as exc:
         if args.verbose >= 2:
             log.exception("command failed")
-        print(_one_line(exc), file=sys.stderr)
+        try:
+            line = _one_line(exc)
+        except Exception:  # the error printer must never be the thing that fails
+            line = f"fusion-stac: error: {type(exc).__name__}"
+        print(line, file=sys.stderr)
         return _exit_code_for(exc)
 
 
-# --- emulator -------------------------------------------------------------------------------------
+# --- commands -------------------------------------------------------------------------------------
+# Imported for their registrations, in the order `fusion-stac --help` lists them.
+from fusion_stac._cli import account, browse, transfer, processes, catalog, raster  # noqa: E402,F401,I001
 
 
 def _emulator_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("emulator_args", nargs=argparse.REMAINDER, help="arguments for the emulator, e.g. serve --port 8000")
+    p.add_argument("emulator_args", nargs=argparse.REMAINDER, metavar="serve ...",
+                   help="arguments for the emulator, e.g. serve --port 8000 --data-dir ./emulator-data")
 
 
 @command("emulator", "run the local Fusion Platform emulator (`fusion-stac emulator serve --help`)", _emulator_arguments)
@@ -104,6 +175,8 @@ def _emulator(args: argparse.Namespace) -> int:
 
     return int(emulator_main(list(args.emulator_args)) or 0)
 
+
+from fusion_stac._cli import demo  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
