@@ -69,15 +69,15 @@ def _resolution_of(sources: Sequence[RasterSource], crs: CRS) -> tuple[float, fl
 
 
 def _anchor(sources: Sequence[RasterSource], crs: CRS, res: tuple[float, float]) -> XY[float] | str:
-    """Snap to the pixel grid of the first source already on that grid; else to the CRS origin."""
-    for s in sources:
-        a, b, c, d, e, f = s.transform
-        if b or d or norm_crs(s.crs) != crs:
-            continue
-        if math.isclose(abs(a), res[0], rel_tol=1e-9) and math.isclose(abs(e), res[1], rel_tol=1e-9):
-            fx = (c / res[0]) % 1.0
-            fy = (f / res[1]) % 1.0
-            return xy_(_snap01(fx), _snap01(fy))
+    """Snap to the pixel grid of the first source on the target CRS (when coarser, to a grid whose
+    pixel edges pass through that source's origin, so that integer decimation can read overviews);
+    with no such source, to the CRS origin."""
+    on_crs = [s for s in sources if not (s.transform[1] or s.transform[3]) and norm_crs(s.crs) == crs]
+    same_res = [s for s in on_crs if math.isclose(abs(s.transform[0]), res[0], rel_tol=1e-9)
+                and math.isclose(abs(s.transform[4]), res[1], rel_tol=1e-9)]
+    for s in same_res or on_crs:
+        c, f = s.transform[2], s.transform[5]
+        return xy_(_snap01((c / res[0]) % 1.0), _snap01((f / res[1]) % 1.0))
     return "edge"
 
 

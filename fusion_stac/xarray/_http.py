@@ -27,9 +27,9 @@ from typing import Any
 from rasterio.abc import MultiByteRangeResourceContainer
 
 from fusion_stac.fs._broker import FileKey, VersionPin
-from fusion_stac.fs._transport import Transport
+from fusion_stac.fs._transport import Transport, merge_ranges
 
-__all__ = ["FetchSettings", "RemoteFile", "SourceOpener", "clear_headers"]
+__all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "clear_headers"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,36 @@ class FetchSettings:
 
 
 DEFAULT_SETTINGS = FetchSettings()
+
+
+class FileStats:
+    """Range requests and bytes the readers asked for, per file, in this process.
+
+    The transport's ``stats`` count the same traffic in total (retries included); these say which
+    file it went to (tests check that a window touches only the slices under it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[FileKey, list[int]] = {}
+
+    def add(self, key: FileKey, requests: int, nbytes: int) -> None:
+        with self._lock:
+            entry = self._counts.setdefault(key, [0, 0])
+            entry[0] += requests
+            entry[1] += nbytes
+
+    def snapshot(self) -> dict[FileKey, tuple[int, int]]:
+        """``{file: (requests, bytes)}`` since the last :meth:`reset`."""
+        with self._lock:
+            return {k: (v[0], v[1]) for k, v in self._counts.items()}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+FILE_STATS = FileStats()
 
 
 class _HeaderCache:
@@ -113,7 +143,9 @@ def _fetch_header(transport: Transport, key: FileKey, label: str, settings: Fetc
         if probe.total is None:
             raise OSError(f"{label}: storage did not report the file size")
         size = probe.total
+        FILE_STATS.add(key, 1, 1)
     data = transport.read_range(key, 0, min(settings.header_bytes, size), path=label, size=size)
+    FILE_STATS.add(key, 1, len(data))
     _HEADERS.put(key, size, data)
     return size, data
 
@@ -162,7 +194,9 @@ class RemoteFile(io.RawIOBase):
         return None
 
     def _fetch(self, start: int, end: int) -> bytes:
-        return self.transport.read_range(self.key, start, end, path=self.label, size=self.size, pin=self._pin)
+        data = self.transport.read_range(self.key, start, end, path=self.label, size=self.size, pin=self._pin)
+        FILE_STATS.add(self.key, 1, len(data))
+        return data
 
     def _range(self, start: int, end: int) -> bytes:
         hit = self._cached(start, end)
@@ -199,14 +233,15 @@ class RemoteFile(io.RawIOBase):
         out: list[bytes | None] = [self._cached(s, e) for s, e in ranges]
         missing = [i for i, hit in enumerate(out) if hit is None]
         if missing:
+            wanted = [ranges[i] for i in missing]
             try:
-                got = self.transport.read_ranges(
-                    self.key, [ranges[i] for i in missing], path=self.label, size=self.size, pin=self._pin,
-                    max_gap=self.settings.merge_gap,
-                )
+                got = self.transport.read_ranges(self.key, wanted, path=self.label, size=self.size, pin=self._pin,
+                                                 max_gap=self.settings.merge_gap)
             except Exception as exc:
                 self.failures.append(exc)
                 return [b""] * len(ranges)
+            merged = merge_ranges(wanted, max_gap=self.settings.merge_gap)
+            FILE_STATS.add(self.key, len(merged), sum(e - s for s, e in merged))
             for i, data in zip(missing, got, strict=True):
                 out[i] = data
         return out  # type: ignore[return-value]

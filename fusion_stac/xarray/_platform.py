@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fusion_stac import _urls
+from fusion_stac.errors import NotFoundError
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._source import RasterSource, source_from_item
 from fusion_stac.xarray._storage import FileSystemStorage, Storage
@@ -137,7 +138,10 @@ def resolve_sources(client: Any, *, process: Any = None, group_id: str | None = 
             segment = _urls.normalise_uuid(group_id) if _urls.is_uuid(group_id) else group_id
             label = f"group {segment} of process {proc.name!r}"
         else:
-            latest = client.latest_execution(org_id, proc.id)
+            try:
+                latest = client.latest_execution(org_id, proc.id)
+            except NotFoundError as exc:
+                raise MosaicError(f"process {proc.name!r} has not run yet: nothing to mosaic") from exc
             segment = latest.group_id or latest.id
             what = f"group {latest.group_id}" if latest.group_id else f"execution {latest.id}"
             label = f"the latest run ({what}) of process {proc.name!r}"
