@@ -32,12 +32,13 @@ or pre-signed ``https`` URLs with ``asset_hrefs="signed"``.
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -108,6 +109,7 @@ def stac_href(path: _urls.FusionPath | str, kind: str) -> str:
     return f"{fp.url}?stac={kind}"
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_stac_href(href: str) -> StacHref:
     """Parse a STAC href; :class:`~fusion_stac._urls.FusionURLError` if it is not one."""
     text = str(href)
@@ -222,7 +224,7 @@ class FusionStacIO(DefaultStacIO):
     def refresh(self) -> None:
         """Forget every cached listing and document (the next read asks the API again)."""
         with self._lock:
-            self._docs: dict[str, dict[str, Any]] = {}
+            self._docs: dict[str, str] = {}  # href -> serialized document (parsed afresh per read)
             self._orgs: dict[str, Organisation] = {}
             self._org_ids: list[str] | None = None
             self._uploads: dict[str, list[Data]] = {}
@@ -244,7 +246,7 @@ class FusionStacIO(DefaultStacIO):
         href = str(source)
         if not _is_fusion(href):
             return super().read_text(source, *args, **kwargs)
-        return json.dumps(self.document(href))
+        return self._text(href)
 
     def read_json(self, source: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         href = str(source)
@@ -263,7 +265,10 @@ class FusionStacIO(DefaultStacIO):
     # -- documents ---------------------------------------------------------------------------------
     def document(self, href: str) -> dict[str, Any]:
         """The STAC dict at ``href`` (a fresh copy the caller may modify)."""
-        parsed = parse_stac_href(href)
+        return json.loads(self._text(href))
+
+    def _text(self, href: str) -> str:
+        parsed = parse_stac_href(str(href))
         key = parsed.href
         with self._lock:
             doc = self._docs.get(key)
@@ -279,7 +284,7 @@ class FusionStacIO(DefaultStacIO):
                         doc = self._docs.get(key)
             if doc is None:
                 raise NotFoundError(f"no STAC {parsed.kind} at {parsed.path.url}", status=404, path=parsed.path.url)
-        return copy.deepcopy(doc)
+        return doc
 
     def _build_key(self, parsed: StacHref) -> str:
         """Items are built with their collection: they share its build lock."""
@@ -291,8 +296,9 @@ class FusionStacIO(DefaultStacIO):
         return f"{_urls.process_url(p.organisation or '', p.process, p.execution)}?items"
 
     def _put(self, href: str, doc: dict[str, Any]) -> None:
+        text = json.dumps(doc, allow_nan=False)  # strict JSON: a NaN or inf here is a mapping bug
         with self._lock:
-            self._docs[href] = doc
+            self._docs[href] = text
 
     def _links(self, href: str, parent: str | None) -> list[dict[str, Any]]:
         links = [_link("root", self.root_href)]
@@ -491,23 +497,26 @@ class FusionStacIO(DefaultStacIO):
         self._put(href, doc)
 
     # -- file extras: header reads and signed URLs, concurrently -----------------------------------
+    def _wants_extras(self, f: DataFile) -> bool:
+        return bool(f.file_id) and f.analysed and (
+            (self.read_headers and mapping.needs_header(f)) or self.asset_hrefs == "signed")
+
+    def _extras_for(self, org_id: str, f: DataFile) -> tuple[str, tuple[Any, Any]]:
+        """``(file_id, (RasterInfo | None, (data URL, preview URL) | None))`` for one file."""
+        raster = read_raster_info(self.client, org_id, f) if self.read_headers and mapping.needs_header(f) else None
+        urls = None
+        if self.asset_hrefs == "signed":
+            data_url = self.client.download_url(org_id, f.data_id, f.file_id)
+            preview = self.client.download_url(org_id, f.data_id, f.file_id, preview=True) if f.preview_file_id else None
+            urls = (data_url, preview)
+        return f.file_id or "", (raster, urls)
+
     def _file_extras(self, org_id: str, files: Iterable[DataFile]) -> dict[str, tuple[Any, Any]]:
-        """``file_id -> (RasterInfo | None, (data URL, preview URL) | None)`` fetched concurrently."""
-        todo = [f for f in files if f.file_id and ((self.read_headers and mapping.needs_header(f))
-                                                  or self.asset_hrefs == "signed")]
+        """Header reads and signed URLs of ``files``, fetched concurrently."""
+        todo = [f for f in files if self._wants_extras(f)]
         if not todo:
             return {}
-
-        def one(f: DataFile) -> tuple[str, tuple[Any, Any]]:
-            raster = read_raster_info(self.client, org_id, f) if self.read_headers and mapping.needs_header(f) else None
-            urls = None
-            if self.asset_hrefs == "signed":
-                data_url = self.client.download_url(org_id, f.data_id, f.file_id)
-                preview = self.client.download_url(org_id, f.data_id, f.file_id, preview=True) if f.preview_file_id else None
-                urls = (data_url, preview)
-            return f.file_id or "", (raster, urls)
-
-        return dict(self.client.map(one, todo))
+        return dict(self.client.map(lambda f: self._extras_for(org_id, f), todo))
 
     @staticmethod
     def _hrefs(urls: tuple[SignedURL, SignedURL | None] | None) -> dict[str, Any]:
@@ -540,25 +549,63 @@ class FusionStacIO(DefaultStacIO):
         slices, aggregators = self.client.group_executions(org_id, process_id, group_id)
         return [*slices, *aggregators]
 
-    def _walk(self, org_id: str, executions: list[ProcessExecution]) -> list[_Output]:
-        """Components of each execution, then the files of each output: two concurrent stages."""
-        comps_per_ex = self.client.map(lambda e: list(self.client.iter_components(org_id, e.id)), executions)
-        pairs: list[tuple[ProcessExecution, ProcessServiceExecution, str]] = []
-        for ex, comps in zip(executions, comps_per_ex, strict=True):
-            for comp in sorted(comps, key=lambda c: (c.chain_index or 0, c.id)):
+    def _walk(self, org_id: str, executions: list[ProcessExecution]) -> tuple[list[_Output], dict[str, Any]]:
+        """Components of each execution, the files of each output and their extras, pipelined.
+
+        Each branch moves on as soon as its parent answers (a file listing starts when its
+        execution's components arrive, a header read when its file is listed), on one bounded pool:
+        one request per execution, one per output data item, plus extras only where needed.
+        Returns the outputs (in execution, chain and file order) and ``file_id -> extras``.
+        """
+        comps_by_ex: dict[str, list[ProcessServiceExecution]] = {}
+        files_by_data: dict[str, list[DataFile]] = {}
+        extras: dict[str, tuple[Any, Any]] = {}
+        claimed: set[str] = set()
+        lock = threading.Lock()
+        fan = _Fanout(self.client.max_workers)
+
+        def get_extras(f: DataFile) -> None:
+            key, value = self._extras_for(org_id, f)
+            with lock:
+                extras[key] = value
+
+        def get_files(data_id: str) -> None:
+            found = self.client.list_files(org_id, data_id)
+            with lock:
+                files_by_data[data_id] = found
+            for f in found:
+                if self._wants_extras(f):
+                    fan.submit(get_extras, f)
+
+        def get_components(ex: ProcessExecution) -> None:
+            found = list(self.client.iter_components(org_id, ex.id))
+            with lock:
+                comps_by_ex[ex.id] = found
+            for comp in found:
                 if comp.intermediate and not self.include_intermediate:
                     continue
-                pairs.extend((ex, comp, data_id) for data_id in comp.outputs)
-        unique = list(dict.fromkeys(d for _, _, d in pairs))
-        files_per_data = dict(zip(unique, self.client.map(lambda d: self.client.list_files(org_id, d), unique), strict=True))
-        process_ids = {ex.process_id for ex in executions}
-        chain_services = self._chain_services(org_id, process_ids)
+                for data_id in comp.outputs:
+                    with lock:
+                        if data_id in claimed:
+                            continue
+                        claimed.add(data_id)
+                    fan.submit(get_files, data_id)
+
+        for ex in executions:
+            fan.submit(get_components, ex)
+        fan.wait()
+
+        chain_services = self._chain_services(org_id, {ex.process_id for ex in executions})
         out: list[_Output] = []
-        for ex, comp, data_id in pairs:
-            aggregator = ex.is_aggregator or (bool(chain_services) and comp.service_id not in chain_services
-                                              and ex.group_id is not None)
-            out.extend(_Output(ex, comp, f, aggregator) for f in files_per_data[data_id])
-        return out
+        for ex in executions:
+            for comp in sorted(comps_by_ex.get(ex.id, []), key=lambda c: (c.chain_index or 0, c.id)):
+                if comp.intermediate and not self.include_intermediate:
+                    continue
+                aggregator = ex.is_aggregator or (bool(chain_services) and comp.service_id not in chain_services
+                                                  and ex.group_id is not None)
+                for data_id in comp.outputs:
+                    out.extend(_Output(ex, comp, f, aggregator) for f in files_by_data.get(data_id, []))
+        return out, extras
 
     def _chain_services(self, org_id: str, process_ids: set[str | None]) -> frozenset[str]:
         ids: set[str] = set()
@@ -568,9 +615,8 @@ class FusionStacIO(DefaultStacIO):
         return frozenset(ids)
 
     def _output_items(self, org_id: str, process: Process, collection_href: str, collection_id: str,
-                      outputs: list[_Output], nominal: datetime | None) -> list[dict[str, Any]]:
+                      outputs: list[_Output], extras: Mapping[str, Any], nominal: datetime | None) -> list[dict[str, Any]]:
         ready = [o for o in outputs if o.file.analysed and o.file.file_id]
-        extras = self._file_extras(org_id, [o.file for o in ready])
         items = []
         for o in ready:
             raster, urls = extras.get(o.file.file_id or "", (None, None))
@@ -605,13 +651,17 @@ class FusionStacIO(DefaultStacIO):
         state = mapping.execution_state(ex)
         items = []
         if state == "succeeded":  # no half-built items: outputs appear once the execution has finished
-            items = self._output_items(org_id, proc, href, ex.id, self._walk(org_id, [ex]), ex.started_at)
+            outputs, extras = self._walk(org_id, [ex])
+            items = self._output_items(org_id, proc, href, ex.id, outputs, extras, ex.started_at)
         doc = mapping.execution_collection(proc, [ex], items)
         self._finish_collection(href, doc, items, process_href(org_id, proc.id))
 
     def _build_group(self, org_id: str, process_id: str, group_id: str) -> None:
-        proc = self.process(org_id, process_id)
-        members = self._group_members(org_id, proc.id, group_id)
+        # the process (for names) and the group listing need only ids: ask for both at once
+        proc, members = self.client.map(lambda f: f(), [
+            lambda: self.process(org_id, process_id),
+            lambda: self._group_members(org_id, process_id, group_id),
+        ])
         if not members:
             raise NotFoundError(f"process {proc.name!r} has no group {group_id}", status=404,
                                 path=_urls.process_url(org_id, proc.id, group_id))
@@ -623,10 +673,10 @@ class FusionStacIO(DefaultStacIO):
         aggregator_ids: set[str] = {e.id for e in members if e.is_aggregator}
         if state != "running" and mapping.group_state(members) != "running":
             done = [e for e in members if mapping.execution_state(e) == "succeeded"]
-            outputs = self._walk(org_id, done)
+            outputs, extras = self._walk(org_id, done)
             aggregator_ids |= {o.execution.id for o in outputs if o.aggregator}
             nominal = min((e.started_at for e in members if e.started_at), default=None)
-            items = self._output_items(org_id, proc, href, group_id, outputs, nominal)
+            items = self._output_items(org_id, proc, href, group_id, outputs, extras, nominal)
         doc = mapping.execution_collection(proc, members, items, group_id=group_id, aggregator_ids=aggregator_ids)
         self._finish_collection(href, doc, items, process_href(org_id, proc.id))
 
@@ -636,6 +686,49 @@ class FusionStacIO(DefaultStacIO):
             self.document(group_href(org_id, process_id, ex.group_id))
         else:
             self.document(execution_href(org_id, process_id, ex.id))
+
+
+class _Fanout:
+    """Tasks that may submit follow-up tasks, on one bounded pool; ``wait`` returns when all are done.
+
+    No task ever waits for another, so the pool cannot deadlock however deep the tree; the first
+    error stops new submissions and is raised by ``wait`` (the rest are left to finish).
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="fusion-stac-walk")
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._error: BaseException | None = None
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        with self._cond:
+            if self._error is not None:
+                return
+            self._pending += 1
+        self._pool.submit(self._run, fn, args)
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            with self._cond:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        try:
+            with self._cond:
+                while self._pending:
+                    self._cond.wait()
+                if self._error is not None:
+                    raise self._error
+        finally:
+            self._pool.shutdown(wait=False)
 
 
 def _item_href_of(item: Mapping[str, Any]) -> str:
