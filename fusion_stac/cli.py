@@ -88,15 +88,17 @@ def _exit_code_for(exc: BaseException) -> int:
 def _one_line(exc: BaseException) -> str:
     from fusion_stac.errors import FusionError, redact
 
+    where = ""
     if isinstance(exc, OSError) and exc.strerror:  # "fusion://x: no such ..." rather than "[Errno 2] ..."
-        text = [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)]
+        text = str(exc.strerror).strip().splitlines()
+        where = f"{exc.filename}: " if exc.filename else ""
     else:
         text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
     known = (FusionError, UsageError, CommandFailed, OSError, ValueError, TimeoutError)
     if not isinstance(exc, known):  # a bug, not bad input: say what it was
         message = f"unexpected {type(exc).__name__}: {message} (run with -vv for the traceback)"
-    return f"fusion-stac: error: {redact(message)}"
+    return f"fusion-stac: error: {where}{redact(message)}"
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -139,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = "fusion-stac: %(levelname)s: %(message)s"  # warnings only: short, like the error lines
+    logging.basicConfig(level=level, format=quiet if args.verbose == 0 else "%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
     try:
         return int(args._handler(args) or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -162,7 +163,7 @@ class Context:
 
 def run_with_context(args: argparse.Namespace, body: Callable[[Context], int | None]) -> int:
     """Run a command body with a :class:`Context`, closing it and dropping a refused cached session."""
-    from fusion_stac.errors import AuthenticationError
+    from fusion_stac.errors import AuthenticationError, TransportError
 
     ctx = Context(args)
     try:
@@ -171,6 +172,11 @@ def run_with_context(args: argparse.Namespace, body: Callable[[Context], int | N
         chain: list[BaseException] = [exc]
         while chain[-1].__cause__ is not None and len(chain) < 10:
             chain.append(chain[-1].__cause__)
+        transport = next((c for c in chain if isinstance(c, TransportError)), None)
+        if transport is not None and "/users/login" in str(transport.path or ""):
+            reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", transport.message)
+            raise CommandFailed(f"cannot reach {ctx.api_url}: "
+                                f"{reason.group(1).strip() if reason else transport.message[:160]}") from exc
         if any(isinstance(c, AuthenticationError) for c in chain):
             ctx.forget_stale_session()
             client = ctx.__dict__.get("client")

@@ -30,7 +30,6 @@ def login(args: argparse.Namespace) -> int:
     def body(ctx: Context) -> int:
         from fusion_stac import _credentials
         from fusion_stac.client import ENV_API_URL, ENV_EMAIL, ENV_USER_ID, FusionClient
-        from fusion_stac.errors import AuthenticationError
 
         probe = FusionClient.from_env(ctx.api_url, email=args.email)
         email, user_id = probe.email, probe.user_id
@@ -49,15 +48,11 @@ def login(args: argparse.Namespace) -> int:
         client = FusionClient.from_env(ctx.api_url, email=email, user_id=user_id, password=password,
                                        on_login=save_session)
         try:
-            try:
-                client.login()  # with the password given, else the environment's or netrc's
-            except AuthenticationError as exc:
-                if exc.status is not None or password is not None:
-                    raise  # refused by the platform
+            if not client._can_login():  # no password given, in the environment or in netrc: ask
                 client.close()
                 client = FusionClient(ctx.api_url, email=email, user_id=user_id,
                                       password=_prompt_password(ctx, who), on_login=save_session)
-                client.login()
+            client.login()
             orgs = list(client.organisations())
         finally:
             client.close()

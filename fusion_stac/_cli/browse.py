@@ -190,8 +190,8 @@ def _process_details(ctx: Context, info: dict[str, Any]) -> dict[str, Any]:
         "service_id": process.service_id,
         "inputs": [i.data_id for i in process.inputs],
         "options": {o.name: o.value for o in process.options if o.name},
-        "latest_run": [f"{'group ' + r.group_id if r.group_id else 'execution'} started "
-                       f"{r.started_at.isoformat() if r.started_at else '?'}" for r in runs[:1]],
+        "latest_run": (f"{'group ' + runs[0].group_id if runs[0].group_id else 'execution'} started "
+                       f"{runs[0].started_at.isoformat() if runs[0].started_at else '?'}") if runs else None,
     }
 
 

@@ -111,11 +111,9 @@ def write_mosaic(ctx: Context, da: Any, out: Path, *, title: str, label: str | N
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory")
-    bar = ctx.bar(f"write {out.name}", total=None, unit="", bar_format="{desc}: {elapsed}")
-    try:
-        to_cog(da, out, overwrite=True)
-    finally:
-        bar.close()
+    if ctx.progress_enabled:
+        ctx.note(f"writing {out.name} (reading {da.attrs.get('fusion:slices', 'the')} slices) ...")
+    to_cog(da, out, overwrite=True)
     if label is None:
         label = str(da.attrs.get("fusion:component") or da.attrs.get("long_name") or "") or None
     look = quicklook(out, out.with_suffix(".png"), title=title, label=label) if with_quicklook else None

@@ -39,8 +39,10 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
     """Upload as one new data item with a bytes bar, then wait for the analysis with a files bar.
 
     Returns the Data and its analysed files; raises :class:`~fusion_stac.errors.AnalysisError` naming
-    the files the platform could not analyse (the data item is left for inspection).
+    the files the platform could not analyse (after deleting the useless data item).
     """
+    from fusion_stac.errors import AnalysisError, FusionError
+
     client = ctx.client
     total = sum(p.stat().st_size for p, _ in files)
     types = {kind for _, kind in files}
@@ -64,7 +66,17 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
     finally:
         bar.close()
     left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-    analysed = client.wait_for_analysis(org_id, data.id, poll_interval=interval, timeout=left, name=name)
+    try:
+        analysed = client.wait_for_analysis(org_id, data.id, poll_interval=interval, timeout=left, name=name)
+    except AnalysisError as exc:
+        # A data item the platform cannot read is of no use to anyone: do not leave it behind.
+        try:
+            client.delete_data(org_id, data.id)
+            fate = "the upload was deleted"
+        except FusionError:
+            fate = f"the upload (data {data.id}) could not be deleted"
+        raise AnalysisError(f"{exc.message}: is it really a {', '.join(sorted({k for _, k in files}))} file? "
+                            f"({fate})", data_id=data.id, files=exc.files, path=exc.path) from exc
     return data, analysed
 
 
