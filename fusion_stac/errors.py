@@ -74,13 +74,7 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<url>"
-    netloc = parts.hostname or ""
-    try:
-        port = parts.port
-    except ValueError:  # e.g. "http://host:80:" at the end of a sentence
-        port = None
-    if port:
-        netloc = f"{netloc}:{port}"
+    netloc = parts.netloc.rpartition("@")[2]  # without user info; case kept (fusion://My Org/...)
     suffix = "?…" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + suffix
 
