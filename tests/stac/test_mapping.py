@@ -63,6 +63,7 @@ def test_cog_upload_item_carries_grid_bands_and_assets(upload: dict[str, Any], v
     assert asset["type"] == "image/tiff; application=geotiff; profile=cloud-optimized"
     assert asset["roles"] == ["data"]
     assert asset["file:size"] == f.size
+    assert asset["file:checksum"] == "1220" + f.ingesters["Common"]["sha256"]  # multihash of the analysis' SHA-256
     (band,) = asset["raster:bands"]
     sel = f.selectors[0]
     assert band["data_type"] == "float32"
