@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='fault probabilities for API calls, e.g. "error_503=0.1,throttle=0.05"')
     serve.add_argument("--storage-faults", default=None, help="fault probabilities for storage URLs")
     serve.add_argument("--api-latency", type=float, default=0.0, help="seconds added to every API call")
-    serve.add_argument("--storage-latency", type=float, default=0.0, help="seconds added to every storage call")
+    serve.add_argument("--storage-latency", type=float, default=0.02,
+                       help="seconds added to every storage call (default 0.02, like a cloud store's first byte; "
+                            "the official SDK's examples assume downloads are not instantaneous)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from email.utils import formatdate
 from typing import Annotated, Any
 
 import anyio
@@ -26,15 +25,10 @@ from starlette.routing import Match
 from fusion_stac.emulator import listing, models
 from fusion_stac.emulator.bodies import model_fields, nested_fields
 from fusion_stac.emulator.core import AuthContext, Platform
+from fusion_stac.emulator.downloads import serve_download
 from fusion_stac.emulator.errors import ApiError
 from fusion_stac.emulator.faults import Scope
-from fusion_stac.emulator.storage import (
-    UploadError,
-    content_disposition,
-    parse_range,
-    send_file_body,
-    storage_error_xml,
-)
+from fusion_stac.emulator.storage import UploadError, storage_error_xml
 
 logger = logging.getLogger("fusion_stac.emulator")
 
@@ -113,6 +107,9 @@ def create_app(runtime: Any) -> FastAPI:
 def route_template(app: FastAPI, scope: Scope) -> str:
     """``METHOD /path/{template}`` of the route a request matched (or its raw path when none)."""
     method = scope.get("method", "")
+    path = scope.get("path", "")
+    if path.startswith("/_storage/download/"):  # the hot path never reaches the router
+        return f"{method} /_storage/download/{{file_id}}"
     route = scope.get("route")
     if route is not None and hasattr(route, "path"):
         return f"{method} {route.path}"
@@ -346,18 +343,15 @@ def _xml_error(status: int, code: str, message: str, resource: str = "",
                     headers=headers)
 
 
-class BlobResponse(Response):
-    """Streams (a range of) a stored blob in large chunks; headers computed by the route."""
+class _DownloadResponse(Response):
+    """Hands the request to the storage hot path (``downloads.serve_download``)."""
 
-    def __init__(self, path: Any, start: int, length: int, status_code: int, headers: dict[str, str]) -> None:
-        super().__init__(status_code=status_code, headers=headers)
-        self._path = path
-        self._start = start
-        self._length = length
+    def __init__(self, runtime: Any) -> None:
+        super().__init__()
+        self._runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send_file_body(send, self._path, self._start, self._length)
+        await serve_download(self._runtime, scope, receive, send)
 
 
 Expires = Annotated[str | None, Query(description="expiry, unix seconds")]
@@ -402,43 +396,8 @@ def _storage_routes(app: FastAPI) -> None:
     @app.get("/_storage/download/{file_id}", tags=["storage"], summary="Pre-signed download (supports Range)")
     async def download(request: Request, file_id: uuid.UUID, expires: Expires = None,
                        signature: Signature = None) -> Response:
-        platform = _platform(request)
-        key = str(file_id)
-        reason = platform.signer.check(request.method, key, expires, signature)
-        if reason is not None:
-            if request.method == "HEAD":
-                return Response(status_code=403)
-            return _xml_error(403, "AccessDenied", reason, request.url.path)
-        info = await anyio.to_thread.run_sync(platform.blobs.info, key)
-        path = platform.blobs.path(key)
-        if info is None or not path.exists():
-            return _xml_error(404, "NoSuchKey", "The specified key does not exist.", request.url.path)
-        etag = f'"{info.etag}"'
-        headers = {
-            "ETag": etag,
-            "Accept-Ranges": "bytes",
-            "Content-Type": info.content_type,
-            "Last-Modified": formatdate(path.stat().st_mtime, usegmt=True),
-            "Content-Disposition": content_disposition(info.file_name),
-            "Cache-Control": "private, max-age=0",
-        }
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
-            return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
-        wanted = parse_range(request.headers.get("range"), info.size)
-        if_range = request.headers.get("if-range")
-        if if_range is not None and if_range.strip() != etag:
-            wanted = None
-        if wanted == "unsatisfiable":
-            return _xml_error(416, "InvalidRange", "The requested range is not satisfiable", request.url.path,
-                              headers={"Content-Range": f"bytes */{info.size}", "Accept-Ranges": "bytes"})
-        if wanted is None:
-            headers["Content-Length"] = str(info.size)
-            return BlobResponse(path, 0, info.size, 200, headers)
-        start, end = wanted  # type: ignore[misc]
-        headers["Content-Length"] = str(end - start + 1)
-        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
-        return BlobResponse(path, start, end - start + 1, 206, headers)
+        """Normally answered before routing by ``downloads.StorageFastPath``; this route documents it."""
+        return _DownloadResponse(request.app.state.runtime)
 
     @app.head("/_storage/download/{file_id}", include_in_schema=False)
     async def head_download(file_id: uuid.UUID) -> Response:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from fusion_stac.emulator.transport import TransportRegistry
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -173,61 +173,6 @@ class Stats:
             }
 
 
-class TransportRegistry:
-    """Maps (server address, client address) of live connections to their asyncio transports."""
-
-    def __init__(self) -> None:
-        self._transports: dict[tuple[Any, Any], asyncio.Transport] = {}
-        self._lock = threading.Lock()
-
-    def add(self, key: tuple[Any, Any], transport: asyncio.Transport) -> None:
-        with self._lock:
-            self._transports[key] = transport
-
-    def remove(self, key: tuple[Any, Any]) -> None:
-        with self._lock:
-            self._transports.pop(key, None)
-
-    @staticmethod
-    def _key(scope: Scope) -> tuple[Any, Any]:
-        server, client = scope.get("server"), scope.get("client")
-        return (tuple(server) if server else None, tuple(client) if client else None)
-
-    def get(self, scope: Scope) -> asyncio.Transport | None:
-        with self._lock:
-            return self._transports.get(self._key(scope))
-
-    async def wait_closed(self, scope: Scope, timeout: float = 2.0) -> None:
-        """Wait until the connection of ``scope`` is gone, so uvicorn knows the client disconnected."""
-        key = self._key(scope)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            with self._lock:
-                if key not in self._transports:
-                    return
-            await asyncio.sleep(0.005)
-
-
-def make_tracking_protocol(registry: TransportRegistry) -> type[H11Protocol]:
-    """An H11Protocol subclass that records each connection's transport in ``registry``."""
-
-    class TrackingH11Protocol(H11Protocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._fault_key = (
-                tuple(self.server) if self.server else None,
-                tuple(self.client) if self.client else None,
-            )
-            registry.add(self._fault_key, transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            registry.remove(getattr(self, "_fault_key", (None, None)))
-            super().connection_lost(exc)
-
-    return TrackingH11Protocol
-
-
 def _abort_with_reset(transport: asyncio.Transport | None) -> None:
     """Close the connection with a TCP RST (SO_LINGER 0), so the client sees 'connection reset'."""
     if transport is None:
@@ -298,6 +243,10 @@ class FaultMiddleware:
                     record()  # before the client can see the end of the response
             await send(message)
 
+        def count_bytes(count: int) -> None:
+            status_holder["bytes"] += count
+
+        scope["fusion.count_bytes"] = count_bytes  # bodies sent with sendfile bypass counting_send
         fault: str | None = None
         latency = False
         if subject:
@@ -318,6 +267,7 @@ class FaultMiddleware:
                 await self.registry.wait_closed(scope)
                 return
             if fault == "truncate":
+                scope["fusion.no_zero_copy"] = True  # the body must pass through the truncating send
                 truncating = _TruncatingSend(counting_send, self.registry.get(scope))
                 await self.app(scope, receive, truncating)
                 if truncating.closed:

@@ -26,15 +26,10 @@ import uvicorn
 
 from fusion_stac.emulator.app import create_app, route_template
 from fusion_stac.emulator.core import Platform
-from fusion_stac.emulator.faults import (
-    FaultConfig,
-    FaultMiddleware,
-    FaultState,
-    Stats,
-    TransportRegistry,
-    make_tracking_protocol,
-)
+from fusion_stac.emulator.downloads import StorageFastPath
+from fusion_stac.emulator.faults import FaultConfig, FaultMiddleware, FaultState, Stats
 from fusion_stac.emulator.settings import EmulatorSettings
+from fusion_stac.emulator.transport import TransportRegistry, make_tracking_protocol
 
 logger = logging.getLogger("fusion_stac.emulator")
 
@@ -49,6 +44,7 @@ class Runtime:
     processes: Any
     faults: FaultState
     stats: Stats
+    registry: TransportRegistry | None = None
 
 
 class Emulator:
@@ -113,9 +109,11 @@ class Emulator:
                             api_latency=self.settings.api_latency, storage_latency=self.settings.storage_latency,
                             seed=self.settings.seed)
         processes = Processes(platform)
-        self._runtime = Runtime(platform=platform, processes=processes, faults=faults, stats=self.stats_counter)
+        self._runtime = Runtime(platform=platform, processes=processes, faults=faults, stats=self.stats_counter,
+                                registry=self.registry)
         app = create_app(self._runtime)
-        return FaultMiddleware(app, state=faults, stats=self.stats_counter, registry=self.registry,
+        fast = StorageFastPath(app, self._runtime)
+        return FaultMiddleware(fast, state=faults, stats=self.stats_counter, registry=self.registry,
                                route_of=lambda scope: route_template(app, scope))
 
     def uvicorn_config(self, app: Any) -> uvicorn.Config:

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -71,6 +72,7 @@ class BlobInfo:
     etag: str
     content_type: str
     file_name: str
+    modified: float = 0.0
 
 
 class UrlSigner:
@@ -116,6 +118,10 @@ class BlobStore:
         self.tmp_dir = root / "tmp"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Blob metadata is immutable per file id until a re-upload or collection, both of which go through
+        # this object: caching it keeps downloads off the database.
+        self._cache: dict[str, BlobInfo] = {}
+        self._cache_lock = threading.Lock()
         # Partial uploads from a previous run are garbage.
         for leftover in self.tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
@@ -130,11 +136,19 @@ class BlobStore:
 
     def info(self, file_id: str) -> BlobInfo | None:
         """Metadata of a blob that is present (orphaned or not), or None."""
+        with self._cache_lock:
+            cached = self._cache.get(file_id)
+        if cached is not None:
+            return cached
         rows = self.store.execute("SELECT * FROM blobs WHERE file_id = ?", (file_id,))
         if not rows:
             return None
         row = rows[0]
-        return BlobInfo(row["file_id"], row["size"], row["etag"], row["content_type"], row["file_name"])
+        info = BlobInfo(row["file_id"], row["size"], row["etag"], row["content_type"], row["file_name"],
+                        row["created_at"])
+        with self._cache_lock:
+            self._cache[file_id] = info
+        return info
 
     async def receive_upload(self, file_id: str, chunks: AsyncIterator[bytes], declared: int | None,
                              max_bytes: int) -> tuple[Path, int, str]:
@@ -172,14 +186,18 @@ class BlobStore:
         target = self.path(file_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
+        now = time.time()
         with self.store.tx():
             self.store.execute(
                 "INSERT INTO blobs (file_id, size, etag, content_type, file_name, created_at) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(file_id) DO UPDATE SET size = excluded.size, etag = excluded.etag, "
-                "content_type = excluded.content_type, file_name = excluded.file_name",
-                (file_id, size, md5, content_type, file_name, time.time()),
+                "content_type = excluded.content_type, file_name = excluded.file_name, created_at = excluded.created_at",
+                (file_id, size, md5, content_type, file_name, now),
             )
-        return BlobInfo(file_id, size, md5, content_type, file_name)
+            info = BlobInfo(file_id, size, md5, content_type, file_name, now)
+            with self._cache_lock:
+                self._cache[file_id] = info
+        return info
 
     def add_file(self, file_id: str, source: Path, content_type: str, file_name: str) -> BlobInfo:
         """Store a file produced by the emulator itself (copied, hashed, then renamed into place)."""
@@ -237,6 +255,8 @@ class BlobStore:
             "SELECT file_id FROM blobs WHERE orphaned_at IS NOT NULL AND keep_until < ?", (now,)
         )
         for row in rows:
+            with self._cache_lock:
+                self._cache.pop(row["file_id"], None)
             self.path(row["file_id"]).unlink(missing_ok=True)
             self.store.execute("DELETE FROM blobs WHERE file_id = ?", (row["file_id"],))
         return len(rows)
@@ -277,12 +297,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-async def send_file_body(send: Send, path: Path, start: int, length: int) -> None:
-    """Send ``length`` bytes of ``path`` from ``start`` as ASGI body messages, in large chunks.
+async def send_file_body(send: Send, fd: int, start: int, length: int, name: str = "") -> None:
+    """Send ``length`` bytes of the open file ``fd`` from ``start`` as ASGI body messages, then close ``fd``.
 
-    Reads run in a worker thread (``os.pread``: no shared file position), so the event loop only moves bytes.
+    Chunks are read with ``os.pread`` directly on the event loop: blobs are local files, mostly in the page
+    cache, and a 1 MiB read costs far less than handing it to a worker thread and back (measured: a thread hop
+    per chunk halved the throughput of 1 MiB range requests). ``pread`` has no shared file position, so
+    concurrent responses on the same blob cannot interfere.
     """
-    fd = await anyio.to_thread.run_sync(os.open, str(path), os.O_RDONLY)
     try:
         offset = start
         remaining = length
@@ -290,10 +312,9 @@ async def send_file_body(send: Send, path: Path, start: int, length: int) -> Non
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         while remaining > 0:
-            size = min(CHUNK_SIZE, remaining)
-            chunk = await anyio.to_thread.run_sync(os.pread, fd, size, offset)
+            chunk = os.pread(fd, min(CHUNK_SIZE, remaining), offset)
             if not chunk:  # the file shrank underneath us: never pad with zeros
-                raise OSError(f"blob {path.name} is shorter than expected")
+                raise OSError(f"blob {name} is shorter than expected")
             offset += len(chunk)
             remaining -= len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,22 @@ runpy.run_path(sys.argv[2], run_name="__main__")
 """
 
 
+@pytest.fixture(scope="module")
+def sdk_emulator() -> Iterator[Any]:
+    """An emulator with cloud-like storage latency.
+
+    The detailed example starts each download with ``file.download(path)`` (which checks completion once,
+    without waiting, and forgets a download that has already finished) and later calls
+    ``file.download_complete(wait=True)``, which raises "No download is in progress" for a forgotten one. Real
+    cloud storage never finishes a download that fast; a loopback server on a busy machine occasionally does,
+    so the storage URLs here answer after 50 ms, like a cloud object store's first byte.
+    """
+    from fusion_stac.emulator import Emulator
+
+    with Emulator(execution_duration=0, storage_latency=0.05) as emu:
+        yield emu
+
+
 def run_example(emu: Any, name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     launcher = cwd / "launcher.py"
     launcher.write_text(LAUNCHER)
@@ -38,8 +55,8 @@ def run_example(emu: Any, name: str, cwd: Path) -> subprocess.CompletedProcess[s
     )
 
 
-def test_quick_example_runs_to_the_end(emulator: Any, tmp_path: Path) -> None:
-    result = run_example(emulator, "quick_example.py", tmp_path)
+def test_quick_example_runs_to_the_end(sdk_emulator: Any, tmp_path: Path) -> None:
+    result = run_example(sdk_emulator, "quick_example.py", tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Price: " in result.stdout
     assert "Downloading Elevation" in result.stdout
@@ -56,8 +73,8 @@ def test_quick_example_runs_to_the_end(emulator: Any, tmp_path: Path) -> None:
         assert data.count() > 0 and float(data.std()) > 0  # real terrain, not a constant
 
 
-def test_detailed_example_runs_to_the_end_with_a_seamless_mosaic(emulator: Any, tmp_path: Path) -> None:
-    result = run_example(emulator, "detailed_example.py", tmp_path)
+def test_detailed_example_runs_to_the_end_with_a_seamless_mosaic(sdk_emulator: Any, tmp_path: Path) -> None:
+    result = run_example(sdk_emulator, "detailed_example.py", tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Downloading statistics from" in result.stdout
     rasters = sorted(tmp_path.glob("*_classification.tif"))

@@ -248,3 +248,22 @@ def test_parse_range_unit() -> None:
     assert parse_range("bytes=10-", 10) == "unsatisfiable"
     assert parse_range("bytes=0-0", 0) == "unsatisfiable"
     assert parse_range("bytes=4-2", 10) is None
+
+
+def test_large_bodies_use_sendfile_and_survive_a_client_vanishing(api: Api, emulator: Any) -> None:
+    import socket
+
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    data_id, file_ids = api.create_data(ORG, "Large", [("large.bin", "Other", payload)])
+    url = api.ok("GET", f"/organisations/{ORG}/data/{data_id}/download_file/{file_ids[0]}")["extras"]["url"]
+    emulator.reset_stats()
+    assert requests.get(url).content == payload
+    middle = requests.get(url, headers={"Range": "bytes=1000000-2999999"})
+    assert middle.status_code == 206 and middle.content == payload[1000000:3000000]
+    assert emulator.stats()["storage_bytes_served"] == len(payload) + 2000000
+    # A client that reads a little and disappears does not disturb the server.
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+    assert requests.get(url, headers={"Range": "bytes=-10"}).content == payload[-10:]

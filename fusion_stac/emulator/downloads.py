@@ -1,0 +1,124 @@
+"""Pre-signed download URLs as a plain ASGI handler: the storage hot path.
+
+``GET /_storage/download/{file_id}?expires=..&signature=..`` is answered here without FastAPI's routing,
+dependency and validation machinery (which costs more than the rest of a small range request). The FastAPI
+route of the same path (kept for the OpenAPI document) delegates to the same function.
+
+Behaviour follows cloud object stores: the signature binds method and file (so HEAD is refused with 403),
+single byte ranges get 206 with ``Content-Range``, unsatisfiable ranges 416, multiple ranges the whole object,
+``If-None-Match`` 304 and ``If-Range`` are honoured, errors are small XML documents.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qs
+
+from fusion_stac.emulator.storage import content_disposition, parse_range, send_file_body, storage_error_xml
+from fusion_stac.emulator.transport import send_with_sendfile, zero_copy_protocol
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+PREFIX = "/_storage/download/"
+
+
+async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _xml(send: Send, status: int, code: str, message: str, resource: str,
+               extra: list[tuple[bytes, bytes]] | None = None, head: bool = False) -> None:
+    body = b"" if head else storage_error_xml(code, message, resource)
+    await _respond(send, status, [(b"content-type", b"application/xml"), *(extra or [])], body)
+
+
+async def serve_download(runtime: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one request to a download URL."""
+    platform = runtime.platform
+    path: str = scope["path"]
+    method: str = scope["method"]
+    head = method == "HEAD"
+    raw_id = path[len(PREFIX):]
+    try:
+        file_id = str(uuid.UUID(raw_id))
+    except ValueError:
+        await _xml(send, 400, "InvalidArgument", f"file_id is not a valid UUID: {raw_id!r}", path, head=head)
+        return
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    reason = platform.signer.check(method, file_id, (query.get("expires") or [None])[0],
+                                   (query.get("signature") or [None])[0])
+    if reason is not None:
+        await _xml(send, 403, "AccessDenied", reason, path, head=head)
+        return
+    info = platform.blobs.info(file_id)
+    if info is None:
+        await _xml(send, 404, "NoSuchKey", "The specified key does not exist.", path)
+        return
+    request_headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    etag = f'"{info.etag}"'
+    headers = [
+        (b"etag", etag.encode()),
+        (b"accept-ranges", b"bytes"),
+        (b"last-modified", formatdate(info.modified, usegmt=True).encode()),
+        (b"content-disposition", content_disposition(info.file_name).encode("latin-1", "replace")),
+        (b"cache-control", b"private, max-age=0"),
+    ]
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    wanted = parse_range(request_headers.get("range"), info.size)
+    if_range = request_headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        wanted = None
+    if wanted == "unsatisfiable":
+        await _xml(send, 416, "InvalidRange", "The requested range is not satisfiable", path,
+                   [(b"content-range", f"bytes */{info.size}".encode()), (b"accept-ranges", b"bytes")])
+        return
+    try:
+        fd = os.open(platform.blobs.path(file_id), os.O_RDONLY)
+    except FileNotFoundError:
+        await _xml(send, 404, "NoSuchKey", "The specified key does not exist.", path)
+        return
+    try:
+        if wanted is None:
+            status, start, length = 200, 0, info.size
+        else:
+            first, last = wanted  # type: ignore[misc]
+            status, start, length = 206, first, last - first + 1
+            headers.append((b"content-range", f"bytes {first}-{last}/{info.size}".encode()))
+        headers += [(b"content-type", info.content_type.encode()), (b"content-length", str(length).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        protocol = zero_copy_protocol(scope, getattr(runtime, "registry", None), length)
+        if protocol is not None:
+            count = scope.get("fusion.count_bytes")
+            if count is not None:
+                count(length)
+            await send_with_sendfile(protocol, send, fd, start, length)
+        else:
+            await send_file_body(send, os.dup(fd), start, length, file_id)
+    finally:
+        os.close(fd)
+
+
+class StorageFastPath:
+    """ASGI wrapper: download URLs go straight to :func:`serve_download`, everything else to the app."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], runtime: Any) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
+            await serve_download(self.runtime, scope, receive, send)
+            return
+        await self.app(scope, receive, send)
