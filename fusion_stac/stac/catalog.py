@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy as copy_module
 import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -503,6 +503,11 @@ def export_catalog(
     ``dest`` and renamed into place: ``dest`` never holds a half-written catalog. With
     ``validate`` every document is checked against the STAC schemas (offline) before the rename.
     ``progress`` receives the fraction done (0.0 to 1.0). Returns the path of the root JSON file.
+
+    The temporary directory (``.<dest>-partial``) is the same for every export to ``dest``: an
+    export killed mid-way (SIGKILL, power loss) is resumed by the next one, which keeps the assets
+    already downloaded (size- and checksum-checked) and resumes partial ones. Two exports to the
+    same ``dest`` at once are refused. An export that fails with an exception removes it.
     """
     if assets not in ("link", "download"):
         raise ValidationError(f"assets must be 'link' or 'download', not {assets!r}", field="assets")
@@ -520,14 +525,15 @@ def export_catalog(
 
     copy = _materialise(io, start)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # no dot after the leading one: pystac takes a final segment with an extension for a file name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name.replace('.', '_')}-partial-", dir=dest.parent))
+    tmp, lock = _partial_dir(dest)
     try:
         copy.normalize_hrefs(str(tmp))
+        kept: set[Path] = set()
         if assets == "download":
-            _download_assets(client, copy, report, resolve_share, 0.95, max_workers)
+            kept = _download_assets(client, copy, report, resolve_share, 0.95, max_workers)
             copy.make_all_asset_hrefs_relative()
         copy.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=pystac.stac_io.DefaultStacIO())
+        _prune(tmp, kept | _documents(copy))
         report.report(0.98)
         if validate:
             from fusion_stac.stac.validation import validate_tree
@@ -539,8 +545,66 @@ def export_catalog(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     report.report(1.0)
     return dest / copy_root_name(copy)
+
+
+def _partial_dir(dest: Path) -> tuple[Path, int | None]:
+    """The work directory of exports to ``dest`` (the same each time, so a killed export is resumed),
+    locked (``flock`` on the directory) so that two exports to the same place cannot mix."""
+    # no dot after the leading one: pystac takes a final segment with an extension for a file name
+    tmp = dest.with_name(f".{dest.name.replace('.', '_')}-partial")
+    tmp.mkdir(exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        return tmp, None
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FileExistsError(f"another export to {dest} is in progress ({tmp} is locked)") from None
+    return tmp, fd
+
+
+def _documents(catalog: pystac.Catalog) -> set[Path]:
+    """The JSON files ``catalog.save`` wrote."""
+    written = set()
+    for node, _, items in catalog.walk():
+        written.add(Path(node.get_self_href() or ""))
+        written.update(Path(item.get_self_href() or "") for item in items)
+    return written
+
+
+def _prune(root: Path, keep: set[Path]) -> None:
+    """Remove what a resumed export's work directory holds beyond ``keep`` (an earlier export of
+    another catalog, partial files), so the destination holds exactly the catalog."""
+    keep = {p.resolve() for p in keep}
+    for path in sorted(root.rglob("*"), reverse=True):  # children before their directories
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty
+        elif path.resolve() not in keep:
+            path.unlink()
+
+
+def _already_downloaded(path: Path, size: Any, checksum: Any) -> bool:
+    """True if a resumed export already holds this asset, complete and verified."""
+    if size is None or not path.is_file() or path.stat().st_size != int(size):
+        return False
+    return not (checksum and str(checksum).startswith("1220")) or _multihash_sha256(path) == checksum
+
+
+def _prefixed(exc: FusionError, prefix: str) -> FusionError:
+    """The same error (type and fields kept) with ``prefix`` before its message."""
+    new = copy_module.copy(exc)
+    new.message = f"{prefix}: {exc.message}"
+    new.args = (f"{prefix}: {exc.args[0] if exc.args else exc.message}",)
+    return new
 
 
 def copy_root_name(catalog: pystac.Catalog) -> str:
@@ -573,7 +637,9 @@ def _materialise(io: FusionStacIO, href: str) -> pystac.Catalog:
 
 
 def _download_assets(client: Any, catalog: pystac.Catalog, report: _Progress, lo: float, hi: float,
-                     max_workers: int | None) -> None:
+                     max_workers: int | None) -> set[Path]:
+    """Download every asset next to its item; returns the files written."""
+    written: set[Path] = set()
     jobs: list[tuple[pystac.Item, str, pystac.Asset]] = []
     for item in catalog.get_items(recursive=True):
         for key, asset in item.assets.items():
@@ -601,16 +667,17 @@ def _download_assets(client: Any, catalog: pystac.Catalog, report: _Progress, lo
         size = None if preview else asset.extra_fields.get("file:size")
         model = DataFile.from_api({"file_id": file_id, "data_id": data_id, "file_name": name, "size": size})
         label = f"{name!r} of item {item.id} (data {data_id})"
+        checksum = asset.extra_fields.get("file:checksum")
+        path = item_dir / name
         try:
-            path = client.download_file(org_id, data_id, model, item_dir / name, preview=preview,
-                                        progress=tick(index, int(size or 0)))
+            if not _already_downloaded(path, size, None if preview else checksum):
+                path = client.download_file(org_id, data_id, model, path, preview=preview,
+                                            progress=tick(index, int(size or 0)))
         except FusionError as exc:
-            raise type(exc)(f"export: download of {label} failed: {exc.message}", status=exc.status,
-                            path=exc.path) from exc
+            raise _prefixed(exc, f"export: download of {label} failed") from exc
         actual = path.stat().st_size
         if size is not None and actual != int(size):
             raise FusionError(f"export: {label} has {actual} bytes, expected {size}")
-        checksum = asset.extra_fields.get("file:checksum")
         if checksum and str(checksum).startswith("1220") and not preview:
             got = _multihash_sha256(path)
             if got != checksum:
@@ -621,8 +688,11 @@ def _download_assets(client: Any, catalog: pystac.Catalog, report: _Progress, lo
         if original.startswith(_urls.PREFIX):
             asset.extra_fields["fusion:href"] = original
         asset.extra_fields.pop("fusion:href_expires", None)
+        with lock:
+            written.add(path)
 
     client.map(fetch, list(enumerate(jobs)), max_workers=max_workers)
+    return written
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
