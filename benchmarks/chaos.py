@@ -52,7 +52,7 @@ SERVICE = "Elevation"
 REGIONS = Path(__file__).resolve().parents[1] / "fusion_stac" / "emulator" / "regions"
 #: Names of files and directories that only exist while something is being written.
 LEFTOVER_SUFFIXES = (".part", ".download", ".tmp", ".partial")
-LEFTOVER_MARKERS = ("-partial-", ".old-", "fusion-put-", "fusion-cp-")
+LEFTOVER_MARKERS = ("-partial", ".old-", "fusion-put-", "fusion-cp-")
 
 #: Item properties that describe the data (not the run): compared between runs.
 STABLE_PROPERTIES = ("gsd", "proj:code", "proj:epsg", "proj:bbox", "proj:shape", "proj:transform",
