@@ -53,16 +53,42 @@ class Emulator:
     ``with Emulator(data_dir=..., execution_duration=0) as emu:`` starts it on a free loopback port in a
     background thread; ``emu.url`` is its base URL. State (users, data, files, processes, executions) lives
     in ``data_dir`` and survives a restart; with ``data_dir=None`` a temporary directory is used and removed
-    on stop. Keyword arguments are the fields of :class:`EmulatorSettings`.
+    on stop. The keyword arguments are the fields of :class:`EmulatorSettings` (documented there).
     """
 
-    def __init__(self, data_dir: str | Path | None = None, **settings: Any) -> None:
-        if isinstance(settings.get("settings"), EmulatorSettings):
-            base: EmulatorSettings = settings.pop("settings")
-            self.settings = base.replace(data_dir=Path(data_dir) if data_dir is not None else base.data_dir,
-                                         **settings)
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_lifetime: float = 86400.0,
+        url_lifetime: float = 3600.0,
+        slice_size_m: float = 20000.0,
+        max_region_m: float = 30000.0,
+        resolution_m: float = 200.0,
+        execution_duration: float = 0.0,
+        seed: int = 0,
+        api_faults: FaultConfig | None = None,
+        storage_faults: FaultConfig | None = None,
+        api_latency: float = 0.0,
+        storage_latency: float = 0.0,
+        max_upload_bytes: int = 4 * 1024**3,
+        workers: int = 2,
+        log_level: str = "warning",
+        settings: EmulatorSettings | None = None,
+    ) -> None:
+        if settings is not None:  # a complete settings object (the CLI); data_dir overrides its directory
+            self.settings = settings if data_dir is None else settings.replace(data_dir=Path(data_dir))
         else:
-            self.settings = EmulatorSettings(data_dir=Path(data_dir) if data_dir is not None else None, **settings)
+            self.settings = EmulatorSettings(
+                data_dir=Path(data_dir) if data_dir is not None else None, host=host, port=port,
+                token_lifetime=token_lifetime, url_lifetime=url_lifetime, slice_size_m=slice_size_m,
+                max_region_m=max_region_m, resolution_m=resolution_m, execution_duration=execution_duration,
+                seed=seed, api_faults=api_faults or FaultConfig(), storage_faults=storage_faults or FaultConfig(),
+                api_latency=api_latency, storage_latency=storage_latency, max_upload_bytes=max_upload_bytes,
+                workers=workers, log_level=log_level,
+            )
         self._temp_dir: Path | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None

@@ -89,3 +89,18 @@ def test_cli_serves_until_terminated(tmp_path: Path) -> None:
         process.terminate()
         assert process.wait(timeout=30) == 0
     assert (tmp_path / "emulator.sqlite3").exists()
+
+
+def test_emulator_defaults_match_the_settings() -> None:
+    import dataclasses
+    import inspect
+
+    from fusion_stac.emulator import Emulator, EmulatorSettings
+
+    parameters = inspect.signature(Emulator.__init__).parameters
+    for field in dataclasses.fields(EmulatorSettings):
+        default = parameters[field.name].default
+        if field.name in ("api_faults", "storage_faults"):
+            assert default is None
+            continue
+        assert default == getattr(EmulatorSettings(), field.name), field.name
