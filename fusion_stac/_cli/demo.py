@@ -29,6 +29,8 @@ LARGE_REGIONS = ("thames", "central_belt")
 #: zones), 200 m pixels, and executions that take a few seconds so progress is visible.
 EMULATOR_SETTINGS: dict[str, Any] = {"slice_size_m": 20000.0, "max_region_m": 30000.0, "resolution_m": 200.0}
 MIN_SLICES = 4
+#: Pixel size asked of the Elevation service: fine enough for a mosaic with overviews and a crisp quicklook.
+DEMO_RESOLUTION_M = 50
 
 
 @dataclass
@@ -135,7 +137,8 @@ def _tour(ctx: Context, steps: Steps, emulator: Any, out: Path, region: str) -> 
 
         with steps.step("run Elevation over the large region") as tell:
             data = uploads[region][0]
-            process = client.new_process(org.id, "Elevation", f"Elevation — {data.name}").with_input(1, data).create()
+            process = (client.new_process(org.id, "Elevation", f"Elevation — {data.name}").with_input(1, data)
+                       .with_option("resolution", DEMO_RESOLUTION_M).create())
             ctx.note(f"    price per run: {process.price} credits; executing")
             with tour.fraction_bar("Elevation") as progress:
                 client.execute(org.id, process.id, wait=True, progress=progress)

@@ -113,7 +113,9 @@ def write_mosaic(ctx: Context, da: Any, out: Path, *, title: str, label: str | N
         raise UsageError(f"{out.parent} is not a directory")
     if ctx.progress_enabled:
         ctx.note(f"writing {out.name} (reading {da.attrs.get('fusion:slices', 'the')} slices) ...")
-    to_cog(da, out, overwrite=True)
+    # GDAL builds overviews down to one block: small mosaics get smaller blocks so they have some too.
+    blocksize = 256 if max(da.sizes.get("x", 0), da.sizes.get("y", 0)) < 2048 else 512
+    to_cog(da, out, overwrite=True, blocksize=blocksize)
     if label is None:
         label = str(da.attrs.get("fusion:component") or da.attrs.get("long_name") or "") or None
     look = quicklook(out, out.with_suffix(".png"), title=title, label=label) if with_quicklook else None
