@@ -107,6 +107,8 @@ ENV_PASSWORD = "FUSION_PLATFORM_PASSWORD"
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _REQUEST_ID_HEADERS = ("X-Request-Id", "X-Amzn-RequestId", "X-Amz-Request-Id", "X-Correlation-Id")
+#: Sessions renewed for one call before its 401 is reported (a renewed one can expire during retries).
+MAX_RELOGINS = 3
 #: How far the platform's clock may lag ours when recognising a process we created (see ``create_process``).
 CLOCK_SKEW = timedelta(minutes=10)
 #: 5xx statuses after which a POST may or may not have been handled (others are definite refusals).
@@ -689,19 +691,20 @@ class FusionClient:
     ) -> dict[str, Any]:
         """One authenticated API call; returns the JSON object or raises a typed :class:`APIError`.
 
-        On 401 with known credentials the session is renewed and the call repeated once.
+        On 401 with known credentials the session is renewed and the call repeated, up to
+        ``MAX_RELOGINS`` times: a session can end again while the repeated call waits out retries.
         """
         method = method.upper()
         url = self.api_url + path
-        relogged = False
+        relogins = 0
         while True:
             token = self._ensure_token()
             response = self._http.send(
                 method, url, shown=path, idempotent=idempotent, params=params, json=body,
                 headers={"Content-Type": "application/json"}, auth=BearerAuth(token),
             )
-            if response.status_code == 401 and not relogged and self._can_login():
-                relogged = True
+            if response.status_code == 401 and relogins < MAX_RELOGINS and self._can_login():
+                relogins += 1
                 self._relogin(token)
                 continue
             break
