@@ -4,7 +4,7 @@ The emulator's random faults cannot be aimed at one route; these can. ``when="be
 request without sending it (the server never sees it), ``when="after"`` sends it, lets the server
 handle it, and then drops the answer (the client sees a connection reset: the outcome is unknown),
 ``when="500-after"`` replaces the server's answer by a 500 (a proxy that failed after the upstream
-had acted).
+had acted), ``when="401"`` answers 401 without sending (a session that ended, again).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import requests
 class Rule:
     method: str
     pattern: str
-    when: str  # "before" | "after" | "500-after"
+    when: str  # "before" | "after" | "500-after" | "401"
     times: int = 1
     hits: int = 0
 
@@ -49,6 +49,8 @@ class FlakySession(requests.Session):
         rule = self._match(request)
         if rule is not None and rule.when == "before":
             raise requests.ConnectionError("injected: connection reset before the request was sent")
+        if rule is not None and rule.when == "401":
+            return _fake(request, 401, b'{"error_message": "injected: the access token has expired"}')
         response = super().send(request, **kwargs)
         if rule is None:
             return response
@@ -56,14 +58,18 @@ class FlakySession(requests.Session):
         response.close()
         if rule.when == "after":
             raise requests.ConnectionError("injected: connection reset after the server handled the request")
-        fake = requests.Response()
-        fake.status_code = 500
-        fake._content = b'{"error_message": "injected: upstream failed"}'
-        fake.headers["Content-Type"] = "application/json"
-        fake.url = response.url
-        fake.request = request
-        return fake
+        return _fake(request, 500, b'{"error_message": "injected: upstream failed"}')
 
     @property
     def fired(self) -> int:
         return sum(rule.hits for rule in self.rules)
+
+
+def _fake(request: requests.PreparedRequest, status: int, body: bytes) -> requests.Response:
+    fake = requests.Response()
+    fake.status_code = status
+    fake._content = body
+    fake.headers["Content-Type"] = "application/json"
+    fake.url = request.url or ""
+    fake.request = request
+    return fake

@@ -134,3 +134,24 @@ def test_non_idempotent_failure_that_persists_is_reported(emu: Any, org_id: str)
             org_id, "fault tests region")).create()
     assert isinstance(info.value, (ServerError, __import__("fusion_stac").TransportError))
     assert session.fired == 3
+
+
+def test_session_ending_again_during_retries_logs_in_again(emu: Any, org_id: str) -> None:
+    """Short sessions and long retry waits: the token got after one 401 can expire before the repeated
+    request gets through. The client logs in again (a bounded number of times) instead of failing."""
+    session = FlakySession(Rule("GET", rf"/organisations/{UUID}$", "401", times=2))
+    with new_client(emu, session=session) as client:
+        client.login()
+        assert client.get_organisation(org_id).id == org_id
+        assert session.fired == 2 and client.stats.relogins == 2
+
+
+def test_a_server_refusing_every_session_is_not_retried_forever(emu: Any, org_id: str) -> None:
+    from fusion_stac.errors import AuthenticationError
+
+    session = FlakySession(Rule("GET", rf"/organisations/{UUID}$", "401", times=100))
+    with new_client(emu, session=session) as client:
+        client.login()
+        with pytest.raises(AuthenticationError):
+            client.get_organisation(org_id)
+        assert client.stats.relogins == 3 and session.fired == 4
