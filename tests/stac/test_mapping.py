@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from fusion_stac import _urls
 from fusion_stac.models import Data, DataFile, Process, ProcessExecution, ProcessServiceExecution
 from fusion_stac.stac import mapping as m
+from fusion_stac.stac.mapping import EXTENSIONS
 from fusion_stac.stac.validation import offline_validator
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -358,3 +360,39 @@ def test_odc_stac_reads_bands_and_grid_from_items() -> None:
     assert tuple(gbox.affine)[:6] == pytest.approx(tuple(ingest["transform"]))
     parsed = parse_item(item, md)
     assert not math.isnan(parsed.geometry.centroid.coords[0][0])
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "fragment"),
+    [
+        ("properties", "proj:shape", [10, "x"], "proj:shape"),
+        ("properties", "proj:transform", [1, 2, 3], "proj:transform"),
+        ("asset", "raster:bands", [{"data_type": "float128"}], "data_type"),
+        ("asset", "raster:bands", [{"nodata": "none"}], "nodata"),
+        ("asset", "raster:bands", [{"histogram": {"count": 2, "min": 0, "max": 1, "buckets": [1]}}], "buckets"),
+        ("asset", "file:size", -1, "file:size"),
+        ("asset", "file:checksum", "XYZ", "file:checksum"),
+        ("properties", "expires", "tomorrow", "expires"),
+    ],
+)
+def test_offline_validator_catches_bad_extension_fields(where: str, key: str, value: object, fragment: str) -> None:
+    """Without the official extension schemas, the specification checks still refuse bad fields."""
+    import copy
+
+    from fusion_stac.stac.validation import extension_schemas_available
+
+    item = pystac.Item(
+        id="x", geometry={"type": "Point", "coordinates": [0.0, 0.0]}, bbox=[0.0, 0.0, 0.0, 0.0],
+        datetime=datetime(2024, 1, 1, tzinfo=timezone.utc), properties={},
+    )
+    item.add_asset("data", pystac.Asset(href="./x.tif"))
+    d = item.to_dict()
+    d["stac_extensions"] = list(EXTENSIONS.values())
+    good = copy.deepcopy(d)
+    target = d["properties"] if where == "properties" else d["assets"]["data"]
+    target[key] = value
+    validator = offline_validator()
+    pystac.validation.validate_dict(good, validator=validator)  # the untouched item passes
+    # the official schemas (when present) word their errors differently; the checks name the field
+    with pytest.raises(pystac.STACValidationError, match=None if extension_schemas_available() else fragment):
+        pystac.validation.validate_dict(d, validator=validator)
