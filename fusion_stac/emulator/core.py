@@ -201,14 +201,17 @@ class Platform:
         return AuthContext(user_id=user_id, email=rows[0]["email"], roles=roles)
 
     def _touch_user(self, user_id: str, force: bool = False) -> None:
-        """Record ``last_request_at`` (at most once a minute, to keep reads cheap)."""
+        """Record ``last_request_at`` (at most once a minute, so ordinary requests do not write)."""
+        doc = self.store.doc("users", user_id)
+        if doc is None:
+            return
+        last = doc.get("last_request_at")
+        now = utcnow()
+        if not (force or last is None or (now - _parse_iso(last)).total_seconds() > 60):
+            return
         with self.store.tx():
             doc = self.store.doc("users", user_id)
-            if doc is None:
-                return
-            last = doc.get("last_request_at")
-            now = utcnow()
-            if force or last is None or (now - _parse_iso(last)).total_seconds() > 60:
+            if doc is not None:
                 doc["last_request_at"] = iso(now)
                 self.store.put("users", doc)
 
