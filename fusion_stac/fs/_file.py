@@ -6,8 +6,8 @@ How GDAL (and h5netcdf, and zarr) read a remote raster: a burst of small reads n
 
 * a read that jumps elsewhere fetches at least ``initial`` bytes (64 KiB): the small reads that follow
   near the header are then served from memory;
-* each read that continues where the previous one ended doubles the readahead (from at least the
-  size of that read), up to ``maximum`` (64 MiB), and the bytes are *streamed*: one HTTP request
+* each read that continues where the previous one ended doubles the readahead (to at least four
+  times that read's size), up to ``maximum`` (64 MiB), and the bytes are *streamed*: one HTTP request
   serves a whole run of sequential reads, so a file read front to back costs a handful of requests
   and runs at the speed of one download. A large streamed range costs nothing if the reader stops
   early: bytes only flow as fast as they are read (TCP flow control), the unread rest is never
@@ -158,7 +158,8 @@ class AdaptiveStreamCache(BaseCache):
             return data
         sequential = pos in (self._last_end, self._stream_end)
         self._abandon()
-        self._block = min(max(self._block, stop - pos) * 2, self.maximum) if sequential else self.initial
+        # Sequential: at least double, and read ahead four reads' worth for callers reading big chunks.
+        self._block = min(max(self._block * 2, 4 * (stop - pos)), self.maximum) if sequential else self.initial
         end = min(self.size, max(stop, pos + self._block))
         stream = self._open_stream(pos, end)
         self._stream = stream
@@ -229,6 +230,15 @@ class FusionFile(AbstractBufferedFile):
             if options:
                 raise TypeError(f"unknown cache_options for the fusion cache: {', '.join(sorted(options))}")
 
+    # Identity, not fsspec's "same details" equality: an open file is a resource. rasterio's opener
+    # keeps each open file in a dict keyed by the file object (shared between dask tasks through
+    # copied contexts); two handles on one path comparing equal would overwrite each other there,
+    # drop the only reference to one of them while GDAL still uses it, and crash the process.
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
     @property
     def url_path(self) -> str:
         """The ``fusion://`` URL this file was opened with (used in every error message)."""
@@ -276,6 +286,14 @@ class FusionUploadFile(AbstractBufferedFile):
         name = os.path.basename(path.rstrip("/")) or "upload"
         self._tmp_path = os.path.join(self._tmpdir, name)
         self._tmp = open(self._tmp_path, "wb")  # noqa: SIM115 - closed in commit/discard
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # The block failed: upload nothing (a half-written file must not become data).
+        self.discard()
+        self.closed = True
 
     def _upload_chunk(self, final: bool = False) -> bool:
         self.buffer.seek(0)

@@ -228,6 +228,17 @@ class _Connection:
         return signed
 
 
+def _forget_connections_after_fork() -> None:
+    """A forked child must not share its parent's pooled sockets, locks or threads: start afresh
+    (fsspec does the same for its instance cache)."""
+    _Connection._registry = {}
+    _Connection._registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections_after_fork)
+
+
 def _session_token(client: Any) -> str | None:
     """The client's current session token (public accessor if it has one)."""
     for attr in ("session_token", "access_token", "_token"):

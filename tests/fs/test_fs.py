@@ -294,6 +294,12 @@ def test_put_into_uploads_creates_analysed_data(fs: FusionFileSystem, world: Wor
     assert fs.cat(f"{world.org_name}/uploads/written/notes.csv") == b"x,y\n1,2\n"
     with pytest.raises(FileExistsError, match="already exists"):
         fs.put(str(a), f"{world.org_name}/uploads/pair/c.tif")
+    # an exception inside the block uploads nothing
+    with pytest.raises(RuntimeError), fs.open(f"{world.org_name}/uploads/aborted/half.csv", "wb") as f:
+        f.write(b"x,y\n")
+        raise RuntimeError("the writer failed")
+    fs.invalidate_cache()
+    assert not fs.exists(f"{world.org_name}/uploads/aborted")
 
 
 @pytest.mark.parametrize("action", ["open", "pipe", "rm", "mv", "touch", "mkdir", "put", "cp"])
@@ -445,3 +451,55 @@ def test_worker_rebuilds_from_environment_or_token_cache(fs: FusionFileSystem, w
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120,
                          env={**base, "FUSION_STAC_TOKEN_FILE": str(tmp_path / "empty.json")})
     assert out.stdout.decode().startswith("denied") and PASSWORD not in out.stdout.decode()
+
+
+def _sha_in_child(fs: FusionFileSystem, path: str) -> str:
+    return hashlib.sha256(fs.cat_file(path)).hexdigest()
+
+
+def test_forked_workers_start_afresh(fs: FusionFileSystem, world: World) -> None:
+    import multiprocessing
+
+    fs.cat_file(world.cog_path, 0, 10)  # the parent has a live pool and signed URLs
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        digests = pool.starmap(_sha_in_child, [(fs, world.cog_path)] * 2)
+    assert digests == [hashlib.sha256(world.cog.read_bytes()).hexdigest()] * 2
+
+
+def _read_window(fs: FusionFileSystem, path: str, row: int, col: int) -> Any:
+    import rasterio
+    from rasterio.windows import Window
+
+    from fusion_stac.fs import rasterio_opener
+
+    with rasterio.open(path, opener=rasterio_opener(fs)) as src:
+        return src.read(1, window=Window(col, row, 128, 128))
+
+
+def test_dask_tasks_read_windows_in_parallel(fs: FusionFileSystem, world: World) -> None:
+    import dask
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(world.cog) as src:
+        expected = src.read(1)
+    url = f"fusion://{world.cog_path}"
+    corners = [(r, c) for r in range(0, 512, 128) for c in range(0, 512, 128)]
+    tasks = [dask.delayed(_read_window)(fs, url, r, c) for r, c in corners]
+    blocks = dask.compute(*tasks, scheduler="threads", num_workers=4)
+    for (r, c), block in zip(corners, blocks, strict=True):
+        assert np.array_equal(block, expected[r:r + 128, c:c + 128])
+
+
+def test_rioxarray_with_dask_chunks(world: World) -> None:
+    """xarray/rioxarray over ``fsspec.open("fusion://...")``, computed by dask threads. (Before file
+    objects compared by identity, rasterio's opener mixed up equal handles here and crashed.)"""
+    import numpy as np
+    import rasterio
+    import rioxarray
+
+    with rasterio.open(world.cog) as src:
+        expected = src.read(1)
+    opened = fsspec.open(f"fusion://{world.cog_path}", api_url=world.url, email=EMAIL, password=PASSWORD)
+    array = rioxarray.open_rasterio(opened, chunks={"x": 128, "y": 128}, lock=False)
+    assert np.array_equal(array.isel(band=0).compute(scheduler="threads").values, expected)

@@ -318,3 +318,13 @@ def test_random_access_pattern_is_byte_identical_under_faults(server: StorageSer
         pos = min(pos + n, len(data) - 1)
     cache.close()
     assert t.stats.snapshot()["retries"] > 0
+
+
+def test_size_probe_for_files_without_metadata(server: StorageServer) -> None:
+    data = server.blobs["blob"]
+    server.blobs["empty"] = b""
+    t = make_transport(server)
+    reader = t.open_range(KEY, 0, 1, path="fusion://x", size=None)
+    assert reader.read() == data[:1] and reader.total == len(data)
+    empty = make_transport(server, name="empty").open_range(KEY, 0, 1, path="fusion://x", size=None)
+    assert empty.read() == b"" and empty.total == 0
