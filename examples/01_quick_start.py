@@ -8,9 +8,9 @@ Runs against an embedded emulator unless FUSION_PLATFORM_API_URL is set (see _pl
 from __future__ import annotations
 
 import rasterio
+from _platform import platform, region_file
 
 import fusion_stac
-from _platform import platform, region_file
 
 with platform():
     client = fusion_stac.login()  # FUSION_PLATFORM_* variables, netrc or `fusion-stac login`

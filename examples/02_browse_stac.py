@@ -7,8 +7,9 @@ Runs against an embedded emulator unless FUSION_PLATFORM_API_URL is set (see _pl
 
 from __future__ import annotations
 
-import fusion_stac
 from _platform import platform, region_file
+
+import fusion_stac
 
 with platform():
     client = fusion_stac.login()

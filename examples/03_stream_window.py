@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import fsspec
 import rasterio
+from _platform import platform, region_file
 from rasterio.windows import Window
 
 import fusion_stac
-from _platform import platform, region_file
 from fusion_stac.fs import rasterio_opener
 
 with platform():

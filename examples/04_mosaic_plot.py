@@ -12,11 +12,11 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")  # write a file; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+from _platform import platform, region_file
 
-import fusion_stac  # noqa: E402
-from _platform import platform, region_file  # noqa: E402
-from fusion_stac.xarray import open_mosaic  # noqa: E402
+import fusion_stac
+from fusion_stac.xarray import open_mosaic
 
 out = sys.argv[1] if len(sys.argv) > 1 else "thames_mosaic.png"
 

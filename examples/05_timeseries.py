@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 
-import fusion_stac
 from _platform import platform, region_file
+
+import fusion_stac
 from fusion_stac.xarray import open_timeseries
 
 RUNS = 3

@@ -13,10 +13,10 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import rasterio
+from _platform import platform
 from rasterio.transform import from_origin
 
 import fusion_stac
-from _platform import platform
 
 with platform(), tempfile.TemporaryDirectory() as tmp:
     # A small GeoTIFF of our own: 250 x 200 pixels of 20 m near Edinburgh (UTM 30N), with nodata.
