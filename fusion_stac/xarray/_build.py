@@ -10,10 +10,11 @@ that touch the chunk; each task carries file ids, grid and plain settings, never
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,20 +67,37 @@ class _Executor:
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
 
-    def get(self) -> ThreadPoolExecutor:
+    def get(self, crs: Iterable[str] = ()) -> ThreadPoolExecutor:
+        """The pool; its threads are warmed for ``crs`` (in the background) the first time."""
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                workers = max(1, min(8, os.cpu_count() or 1))
-                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fusion-read")
+                self._workers = int(os.environ.get("FUSION_STAC_READ_THREADS", 0)) or 2 * (os.cpu_count() or 1)
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="fusion-read")
                 self._pid = os.getpid()
+                self._warm: set[str] = set()
+            new = sorted(set(crs) - self._warm)
+            if new:
+                # GDAL gives each thread its own PROJ context and CRS cache, filled on the
+                # thread's first dataset in a CRS (tens of ms): do that now, while the caller is
+                # still planning, rather than on the first read.
+                self._warm.update(new)
+                barrier = threading.Barrier(self._workers)
+                for _ in range(self._workers):
+                    self._pool.submit(_warm_thread, barrier, new)
             return self._pool
 
 
+def _warm_thread(barrier: threading.Barrier, crs: list[str]) -> None:
+    import rasterio.crs
+
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=5)  # one task per thread: every thread takes one
+    for code in crs:
+        with contextlib.suppress(Exception):
+            rasterio.crs.CRS.from_user_input(code).to_wkt()
+
+
 _EXECUTOR = _Executor()
-
-
-def _empty(shape: tuple[int, ...], cfg: ReadConfig) -> np.ndarray:
-    return np.full(shape, np.dtype(cfg.dtype).type(cfg.fill_value), dtype=cfg.dtype)
 
 
 def read_window(stack: Stack, t: int, bands: Sequence[int], ys: slice, xs: slice, *,
@@ -88,11 +106,11 @@ def read_window(stack: Stack, t: int, bands: Sequence[int], ys: slice, xs: slice
     cfg = stack.cfg
     sub_cfg = cfg if list(bands) == list(range(len(cfg.bands))) else _with_bands(cfg, [cfg.bands[b] for b in bands])
     region = stack.geobox[ys, xs]
-    out = _empty((len(bands), *region.shape.yx), cfg)
+    out = np.empty((len(bands), *region.shape.yx), dtype=cfg.dtype)
     if out.size == 0:
         return out
     executor = _EXECUTOR.get() if parallel else None
-    fill_region(out, region, stack.layers[t], sub_cfg, stack.storage, executor=executor)
+    fill_region(out, region, stack.layers[t], sub_cfg, stack.storage, executor=executor, filled=False)
     return out
 
 
@@ -157,8 +175,8 @@ def _span(k: Any, n: int) -> tuple[slice, int]:
 
 def _load_chunk(sources: tuple[RasterSource, ...], geobox: GeoBox, cfg: ReadConfig, storage: Storage,
                 expand_time: bool) -> np.ndarray:
-    out = _empty((len(cfg.bands), *geobox.shape.yx), cfg)
-    fill_region(out, geobox, sources, cfg, storage, executor=None)
+    out = np.empty((len(cfg.bands), *geobox.shape.yx), dtype=cfg.dtype)
+    fill_region(out, geobox, sources, cfg, storage, executor=None, filled=False)
     return out[np.newaxis] if expand_time else out
 
 
@@ -261,6 +279,8 @@ def build_dataarray(
     dims = ("time", "band", "y", "x") if with_time else ("band", "y", "x")
     resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
     if resolved is None:
+        # Start (and warm) the reading threads while the caller carries on.
+        _EXECUTOR.get({s.crs for layer in stack.layers for s in layer})
         lazy = indexing.LazilyIndexedArray(StackArray(stack))
         var = xr.Variable(("time", "band", "y", "x"), lazy)
         if not with_time:

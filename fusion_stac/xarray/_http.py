@@ -116,6 +116,11 @@ class _HeaderCache:
 _HEADERS = _HeaderCache()
 
 
+def cached_header(key: FileKey) -> tuple[int, bytes] | None:
+    """``(size, first bytes)`` of a file if this process has them."""
+    return _HEADERS.get(key)
+
+
 def clear_headers() -> None:
     """Forget cached file headers (the next open of each file reads its header again)."""
     _HEADERS.clear()

@@ -429,17 +429,25 @@ def plan_region(sources: Iterable[RasterSource], dst: GeoBox, cfg: ReadConfig) -
 
 
 def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSource], cfg: ReadConfig,
-                storage: Storage, executor: Executor | None = None) -> np.ndarray:
+                storage: Storage, executor: Executor | None = None, *, filled: bool = True) -> np.ndarray:
     """Read ``sources`` into ``dst`` (bands, rows, cols of ``dst_gbox``), fusing overlaps.
 
-    ``dst`` must be pre-filled with the fill value. With an ``executor``, sources are read
-    concurrently (reads that land in disjoint parts of ``dst`` write straight into it).
+    ``filled``: ``dst`` already holds the fill value; otherwise it is filled here, except where
+    sources are about to write every pixel anyway (a mosaic the slices tile exactly is never
+    written twice). With an ``executor``, sources are read concurrently (reads that land in
+    disjoint parts of ``dst`` write straight into it).
     """
     parts = plan_region(sources, dst_gbox, cfg)
-    if not parts:
-        return dst
     if len(parts) == 1 and cfg.method != "mean":
         parts[0].alone = True
+    if not filled:
+        direct_area = sum(int(np.prod(roi_shape(p.rr.roi_dst))) for p in parts if p.alone and cfg.method != "mean")
+        if direct_area != dst.shape[1] * dst.shape[2] or len(parts) != sum(p.alone for p in parts):
+            dst[...] = dst.dtype.type(cfg.fill_value)
+    if not parts:
+        return dst
+    if len(parts) > 1:
+        _prefetch(storage, [p.source for p in parts], cfg.settings)
 
     def direct(part: _Part) -> None:
         ys, xs = part.rr.roi_dst
@@ -465,6 +473,24 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
     return dst
 
 
+def _prefetch(storage: Storage, sources: Sequence[RasterSource], settings: FetchSettings) -> None:
+    """Sign the URLs and fetch the headers of all the files a region needs, in the background:
+    while one file decodes, the next ones are already on their way (no-ops when cached; a reader
+    that arrives first waits for the fetch in flight rather than repeating it)."""
+    from fusion_stac.xarray._http import cached_header, load_header
+
+    transport = storage.transport()
+    for source in sources[1:]:
+        if cached_header(source.key) is None:
+            transport.pool.submit(_quietly, load_header, transport, source.key, source.label, settings, source.size)
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    # A failure here is only a missed head start: the reader hits it again and raises it.
+    with contextlib.suppress(Exception):
+        fn(*args)
+
+
 def _run(jobs: list[tuple[_Part, Callable[[_Part], Any]]], executor: Executor | None
          ) -> Iterator[tuple[_Part, Any]]:
     """Run jobs, yielding results in job order; at most a few temporaries in flight."""
@@ -472,7 +498,7 @@ def _run(jobs: list[tuple[_Part, Callable[[_Part], Any]]], executor: Executor | 
         for part, fn in jobs:
             yield part, fn(part)
         return
-    window = 4
+    window = 8
     pending: list[tuple[_Part, Future[Any]]] = []
     it = iter(jobs)
     try:
