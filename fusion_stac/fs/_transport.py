@@ -165,6 +165,10 @@ def slice_ranges(ranges: Sequence[tuple[int, int]], blocks: Sequence[tuple[int, 
     return out
 
 
+def _no_auth(request: Any) -> Any:
+    return request
+
+
 class _Urllib3Body:
     """urllib3's response seen as a plain binary file (raw bytes, no content decoding)."""
 
@@ -507,6 +511,9 @@ class Transport:
         self.max_workers = max(1, int(max_workers))
         if session is None:
             session = requests.Session()
+            # Pre-signed URLs carry their own authorisation: an explicit no-op auth keeps requests
+            # from adding netrc credentials for the storage host (S3 refuses two auth mechanisms).
+            session.auth = _no_auth
             adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(16, 2 * self.max_workers), max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)

@@ -159,6 +159,13 @@ def test_bad_paths_are_file_not_found_naming_the_path(fs: FusionFileSystem, worl
     with pytest.raises(FileNotFoundError) as info:
         fs.info(url)
     assert world.org_name in str(info.value) and info.value.errno == errno.ENOENT
+    if "00000000-0000-4000-8000-000000000000" in suffix:  # the API said 404: kept as the cause
+        from fusion_stac.errors import NotFoundError
+
+        cause = info.value.__cause__
+        while cause is not None and not isinstance(cause, NotFoundError):
+            cause = cause.__cause__
+        assert isinstance(cause, NotFoundError)
     assert not fs.exists(url)
     with pytest.raises(FileNotFoundError):
         fs.open(url, "rb")

@@ -328,3 +328,24 @@ def test_size_probe_for_files_without_metadata(server: StorageServer) -> None:
     assert reader.read() == data[:1] and reader.total == len(data)
     empty = make_transport(server, name="empty").open_range(KEY, 0, 1, path="fusion://x", size=None)
     assert empty.read() == b"" and empty.total == 0
+
+
+def test_no_credentials_are_sent_to_storage(server: StorageServer, tmp_path, monkeypatch) -> None:
+    """A netrc entry for the storage host must not add an Authorization header to signed URLs."""
+    import http.server
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    seen: list[str | None] = []
+    original = http.server.BaseHTTPRequestHandler.end_headers
+
+    def spy(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.headers.get("Authorization"))
+        original(handler)
+
+    monkeypatch.setattr(http.server.BaseHTTPRequestHandler, "end_headers", spy)
+    t = make_transport(server)
+    assert t.read_range(KEY, 0, 10, path="fusion://x", size=len(server.blobs["blob"])) == server.blobs["blob"][:10]
+    assert seen and all(value is None for value in seen)
