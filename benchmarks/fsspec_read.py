@@ -6,8 +6,10 @@ of curl's throughput.
 
 Setup: an in-process emulator; a 4096 x 4096 float32 COG (512-pixel deflate tiles, overviews) is
 uploaded once; one signed download URL is taken for the peers. Every measurement runs in a **fresh
-Python process** (cold caches for everyone: GDAL's /vsicurl/ cache, fsspec's, our URL broker), and
-requests and bytes are counted **on the emulator** (the same for every reader). Medians of ``--runs``.
+Python process** (cold caches for everyone: GDAL's /vsicurl/ cache, fsspec's, our URL broker); runs
+are interleaved across peers, after one warm-up each. Requests are counted **on the emulator**;
+bytes **on the wire** by a counting relay in a separate pass (see :class:`CountingRelay`), both the
+same way for every reader. Times are medians of ``--runs``.
 
 * window: ``rasterio.open(...).read(1, window=Window(1280, 1280, 1024, 1024))`` (9 tiles)
   - ``vsicurl``: ``/vsicurl/<signed URL>`` with ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` and
@@ -17,12 +19,12 @@ requests and bytes are counted **on the emulator** (the same for every reader). 
     from a fresh file system: includes resolving the path and signing the URL (2 API requests,
     reported apart), excludes the login (a dask worker reuses a cached session);
   - ``fusion-fs``: the same with ``opener=fs`` (plain fsspec opener: no multi-range reads).
-* sequential: the whole file, front to back
+* sequential: a whole 256 MiB file, front to back
   - ``curl``: ``curl -s -o /dev/null`` on the signed URL;
-  - ``fusion``: ``fs.open(url)`` read in 4 MiB chunks (the file-object path), and ``fusion-get``:
-    ``fs.get_file`` to /dev/null, both with the path resolved and the URL signed beforehand (curl is
-    handed its URL too: this compares the data plane); ``fsspec-http``: ``fsspec.open(url)`` read in
-    4 MiB chunks.
+  - ``fusion-get``: ``fs.get_file`` to /dev/null (the download, as curl does: the SUMMARY figure) and
+    ``fusion``: ``fs.open(url)`` read in 4 MiB chunks (the file-object path), both with the path
+    resolved and the URL signed beforehand (curl is handed its URL too: this compares the data plane);
+  - ``fsspec-http``: ``fsspec.open(url)`` read in 4 MiB chunks.
 
 Run: ``python benchmarks/fsspec_read.py [--runs 5] [--size 4096]``. The last line is
 ``SUMMARY window_time_ratio_vsicurl=<x> window_bytes_ratio_vsicurl=<y> seq_throughput_ratio_curl=<z>``.
@@ -31,6 +33,7 @@ Run: ``python benchmarks/fsspec_read.py [--runs 5] [--size 4096]``. The last lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -132,6 +135,75 @@ def worker(peer: str, test: str, target: str) -> dict[str, Any]:
 # driver side
 
 
+class CountingRelay:
+    """A loopback TCP relay in front of the emulator that counts the bytes it delivers to clients.
+
+    Server-side counters cannot tell bytes a client received from bytes written into a connection
+    the client had already dropped (GDAL sizes a file with a GET it aborts after the headers), so
+    the bytes column is measured here, on the wire, the same way for every reader. Connections are
+    classed as storage or API by their first request line. Used for a separate counting pass, so
+    the relay's own cost never enters the timings.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.counts = {"storage": 0, "api": 0}
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> dict[str, int]:
+        with self._lock:
+            before, self.counts = self.counts, {"storage": 0, "api": 0}
+        return before
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            kind: dict[str, str] = {}
+            first = threading.Event()
+            threading.Thread(target=self._pump, args=(client, upstream, kind, first, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, kind, first, False), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, kind: dict[str, str], first: Any, upward: bool) -> None:
+        buffer = memoryview(bytearray(1 << 18))
+        try:
+            while True:
+                n = src.recv_into(buffer)
+                if not n:
+                    break
+                if upward and not first.is_set():
+                    line = bytes(buffer[:n]).split(b"\r\n", 1)[0]
+                    kind["kind"] = "storage" if b" /_storage/" in line else "api"
+                    first.set()
+                dst.sendall(buffer[:n])
+                if not upward:
+                    first.wait(5)
+                    with self._lock:
+                        self.counts[kind.get("kind", "api")] += n
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(2)
+                sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 def make_cog(path: Path, size: int) -> Path:
     import numpy as np
     import rasterio
@@ -156,6 +228,19 @@ def run_worker(peer: str, test: str, target: str, env: dict[str, str]) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def count_bytes(relay: CountingRelay, cases: list[tuple[str, str, str]], env: dict[str, str],
+                emu_url: str) -> dict[str, int]:
+    """Storage bytes delivered to each case's reader, through the relay (one run each)."""
+    relay_url = f"http://127.0.0.1:{relay.port}"
+    env = dict(env, FUSION_PLATFORM_API_URL=relay_url)
+    out = {}
+    for peer, test, target in cases:
+        relay.reset()
+        run_worker(peer, test, target.replace(emu_url, relay_url), env)
+        out[f"{test}/{peer}"] = relay.reset()["storage"]
+    return out
+
+
 def measure_all(emu: Any, cases: list[tuple[str, str, str]], env: dict[str, str],
                 runs: int) -> dict[str, dict[str, Any]]:
     """Run every case ``runs`` times, interleaved (so background load hits all peers alike)."""
@@ -168,7 +253,7 @@ def measure_all(emu: Any, cases: list[tuple[str, str, str]], env: dict[str, str]
             row = run_worker(peer, test, target, env)
             stats = emu.stats()
             row["requests"] = stats["storage_requests"]
-            row["bytes"] = stats["storage_bytes_served"]
+            row["bytes_served"] = stats["storage_bytes_served"]
             row["api_requests"] = stats["api_requests"]
             row["heads"] = sum(n for route, n in stats["routes"].items() if route.startswith("HEAD"))
             rows[f"{test}/{peer}"].append(row)
@@ -179,7 +264,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary = {
         "time": statistics.median(r["time"] for r in rows),
         "requests": statistics.median(r["requests"] for r in rows),
-        "bytes": statistics.median(r["bytes"] for r in rows),
+        "bytes_served": statistics.median(r["bytes_served"] for r in rows),
         "api_requests": statistics.median(r["api_requests"] for r in rows),
         "heads": statistics.median(r["heads"] for r in rows),
         "times": [round(r["time"], 4) for r in rows],
@@ -195,6 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=4096, help="COG width and height in pixels")
+    parser.add_argument("--seq-mb", type=int, default=256, help="size of the file read sequentially (MiB)")
     parser.add_argument("--worker", nargs=3, metavar=("PEER", "TEST", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -214,8 +300,17 @@ def main() -> None:
         signed = client.download_url(org.id, data.id, dfile.file_id).url
         short = f"fusion://{org.id}/data/{data.id}/{dfile.file_id}"
         size = cog.stat().st_size
+        blob = Path(tmp) / "blob.bin"
+        with open(blob, "wb") as handle:
+            for _ in range(args.seq_mb):
+                handle.write(os.urandom(1 << 20))
+        seq_data = client.create_data(org.id, "benchmark blob", [blob])
+        seq_file = client.list_files(org.id, seq_data.id)[0]
+        seq_signed = client.download_url(org.id, seq_data.id, seq_file.file_id).url
+        seq_short = f"fusion://{org.id}/data/{seq_data.id}/{seq_file.file_id}"
         time.sleep(2.0)  # let the emulator finish its background work on the upload
-        print(f"COG {args.size}x{args.size} float32, {size / 1e6:.1f} MB, ready in {time.perf_counter() - t0:.1f} s")
+        print(f"COG {args.size}x{args.size} float32, {size / 1e6:.1f} MB, and a {args.seq_mb} MiB blob, "
+              f"ready in {time.perf_counter() - t0:.1f} s")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FUSION_", "GDAL_", "CPL_"))}
         env.update({"FUSION_PLATFORM_API_URL": emu.url, "FUSION_PLATFORM_EMAIL": EMAIL,
                     "FUSION_PLATFORM_PASSWORD": PASSWORD, "FUSION_STAC_TOKEN_FILE": str(Path(tmp) / "tokens.json")})
@@ -223,22 +318,28 @@ def main() -> None:
         cases = [(peer, "window", target) for peer, target in (
             ("vsicurl", signed), ("fusion", short), ("fusion-fs", short), ("fsspec-http", signed))]
         cases += [(peer, "sequential", target) for peer, target in (
-            ("curl", signed), ("fusion", short), ("fusion-get", short), ("fsspec-http", signed))]
+            ("curl", seq_signed), ("fusion-get", seq_short), ("fusion", seq_short), ("fsspec-http", seq_signed))]
         results = measure_all(emu, cases, env, args.runs)
+        relay = CountingRelay(int(emu.url.rsplit(":", 1)[1]))
+        for name, wire in count_bytes(relay, cases, env, emu.url).items():
+            results[name]["bytes"] = wire
+        relay.close()
         client.close()
 
     reference = results["window/vsicurl"]["checksum"]
-    print(f"{'measurement':24} {'median s':>9} {'requests':>9} {'MB':>8} {'API req':>8} {'HEAD':>5} {'MB/s':>8}")
+    print("bytes: storage bytes delivered to the reader (wire, via a relay); served: what the emulator wrote")
+    print(f"{'measurement':24} {'median s':>9} {'requests':>9} {'MB':>8} {'served':>8} {'API req':>8} "
+          f"{'HEAD':>5} {'MB/s':>8}")
     for name, r in results.items():
         if "checksum" in r and abs(r["checksum"] - reference) > 1e-6 * abs(reference):
             raise SystemExit(f"{name} read different pixels ({r['checksum']} != {reference})")
         rate = f"{r['throughput_mb_s']:8.0f}" if "throughput_mb_s" in r else " " * 8
-        print(f"{name:24} {r['time']:9.4f} {r['requests']:9.0f} {r['bytes'] / 1e6:8.2f} "
+        print(f"{name:24} {r['time']:9.4f} {r['requests']:9.0f} {r['bytes'] / 1e6:8.2f} {r['bytes_served'] / 1e6:8.2f} "
               f"{r['api_requests']:8.0f} {r['heads']:5.0f} {rate}   runs={r['times']}")
     ours, peer = results["window/fusion"], results["window/vsicurl"]
     time_ratio = ours["time"] / peer["time"]
     bytes_ratio = ours["bytes"] / peer["bytes"]
-    seq_ratio = results["sequential/fusion"]["throughput_mb_s"] / results["sequential/curl"]["throughput_mb_s"]
+    seq_ratio = results["sequential/fusion-get"]["throughput_mb_s"] / results["sequential/curl"]["throughput_mb_s"]
     print(f"SUMMARY window_time_ratio_vsicurl={time_ratio:.2f} window_bytes_ratio_vsicurl={bytes_ratio:.2f} "
           f"seq_throughput_ratio_curl={seq_ratio:.2f}")
 
