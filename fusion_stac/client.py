@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -89,6 +89,7 @@ __all__ = [
     "RequestStats",
     "RetryPolicy",
     "login",
+    "safe_file_name",
 ]
 
 logger = logging.getLogger("fusion_stac")
@@ -122,6 +123,25 @@ M = TypeVar("M", bound=Model)
 T = TypeVar("T")
 R = TypeVar("R")
 Progress = Callable[[float], None]
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_file_name(name: str | None, fallback: str | None = None) -> str:
+    """A file name from the server made safe to create inside a local directory.
+
+    The last component after any ``/`` or ``\\`` is kept; a name that is then empty, ``.``, ``..``,
+    has control characters (NUL, newline...) or a drive (``C:``) is replaced by ``fallback``
+    (checked the same way), else by ``"download"``. A hostile or broken server can therefore never
+    make a download land outside its destination.
+    """
+    for candidate in (name, fallback):
+        base = re.split(r"[/\\]", candidate or "")[-1]
+        if base.strip() and base not in (".", "..") and not _CONTROL_RE.search(base) \
+                and not PurePath(base).drive and not PureWindowsPath(base).drive:
+            return base
+    return "download"
 
 
 def is_uuid(value: Any) -> bool:
@@ -1163,8 +1183,9 @@ class FusionClient:
             raise ValidationError("the file has no file_id", field="file_id")
         target = Path(dest)
         if target.is_dir():
-            base = file.file_name if isinstance(file, DataFile) and file.file_name else file_id
-            target = target / (Path(base).with_suffix(".png").name if preview else Path(base).name)
+            # The name comes from the server: reduced to one harmless component, it cannot leave ``dest``.
+            base = safe_file_name(file.file_name if isinstance(file, DataFile) else None, file_id)
+            target = target / (Path(base).with_suffix(".png").name if preview else base)
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
         expected = file.size if isinstance(file, DataFile) and not preview else None
