@@ -136,8 +136,8 @@ def _plan(ctx: Context, url: str, dest: Path) -> list[tuple[dict[str, Any], Path
     fs = ctx.fs
     root = fs.info(url)
     if root["type"] == "file":
-        target = dest / unquote(root["name"].rsplit("/", 1)[-1]) if dest.is_dir() or str(dest).endswith(os.sep) \
-            else dest
+        target = dest / _local_name(root["name"].rsplit("/", 1)[-1]) \
+            if dest.is_dir() or str(dest).endswith(os.sep) else dest
         return [(root, target)]
     base = root["name"].rstrip("/")
     found = fs.find(base, detail=True)
@@ -145,9 +145,24 @@ def _plan(ctx: Context, url: str, dest: Path) -> list[tuple[dict[str, Any], Path
     for name, entry in sorted(found.items()):
         if entry.get("type") != "file":
             continue
-        relative = [unquote(s) for s in name[len(base):].strip("/").split("/")]
-        plan.append((entry, dest.joinpath(*relative)))
+        relative = [_local_name(s) for s in name[len(base):].strip("/").split("/")]
+        target = dest.joinpath(*relative)
+        if dest.absolute() not in target.absolute().parents:  # defence in depth: never outside dest
+            raise OSError(f"refusing to write {fusion_url(name)} outside {dest} (as {target})")
+        plan.append((entry, target))
     return plan
+
+
+def _local_name(label: str) -> str:
+    """The local name of a listed path segment: the platform's name where it is one harmless file
+    name, else the (percent-encoded, sibling-unique) label itself, so that names from the server like
+    ``../../x`` or ``/etc/x`` cannot lead outside the destination."""
+    from fusion_stac.client import safe_file_name
+
+    name = unquote(label)
+    if safe_file_name(name, "") == name:
+        return name
+    return safe_file_name(label)
 
 
 @command("download", "download a file or a whole tree, in parallel, resumable, size-verified", _download_arguments)
