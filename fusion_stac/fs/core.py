@@ -177,8 +177,9 @@ class _Connection:
     def _build_client(self) -> FusionClient:
         from fusion_stac.client import FusionClient
 
-        probe = FusionClient.from_env(self.api_url, email=self.email, user_id=self.user_id)
-        api_url, email, user_id = probe.api_url, probe.email, probe.user_id
+        # Settings as the client reads them (options, then environment, then netrc).
+        with FusionClient.from_env(self.api_url, email=self.email, user_id=self.user_id) as probe:
+            api_url, email, user_id = probe.api_url, probe.email, probe.user_id
         token = self._token
         if token is None and self.token_cache:
             cached = _credentials.load_token(api_url, email=email, user_id=user_id)

@@ -213,6 +213,17 @@ def test_open_read_seek_and_cat_file(fs: FusionFileSystem, world: World, emu: An
     assert after.get("HEAD", 0) == before.get("HEAD", 0) == 0
 
 
+@pytest.mark.parametrize("cache_type", ["fusion", "bytes", "readahead", "blockcache", "first", "none"])
+def test_any_fsspec_cache_type_reads_the_same_bytes(fs: FusionFileSystem, world: World, cache_type: str) -> None:
+    local = world.cog.read_bytes()
+    with fs.open(world.cog_path, cache_type=cache_type, block_size=64 * 1024) as f:
+        assert f.read(10) == local[:10]
+        f.seek(200_000)
+        assert f.read(100_000) == local[200_000:300_000]
+        f.seek(-7, 2)
+        assert f.read() == local[-7:]
+
+
 def test_cat_ranges_merges_adjacent_and_overlapping(fs: FusionFileSystem, world: World) -> None:
     local = world.cog.read_bytes()
     csv = f"{world.org_name}/uploads/tables/table.csv"
