@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,13 +72,17 @@ def test_usage_errors_are_one_line(offline_env: dict[str, str], args: list[str],
     run_cli(args, env=offline_env).assert_one_line_error(2, *fragments)
 
 
-def test_global_options_before_or_after_the_command(cli: Run, emulator: object) -> None:
-    before = cli("--api-url", "http://127.0.0.1:9/", "ls")
-    after = cli("ls", "--api-url", "http://127.0.0.1:9/")
-    for result in (before, after):
-        # nothing listens on port 9: a network failure, exit 1, named in one line
-        line = result.assert_one_line_error(1)
-        assert "127.0.0.1:9" in line
+def test_global_options_before_or_after_the_command(cli: Run, emulator: Any) -> None:
+    unreachable = {"FUSION_PLATFORM_API_URL": "http://127.0.0.1:9"}  # nothing listens on port 9
+    for args in (["--api-url", emulator.url, "ls"], ["ls", "--api-url", emulator.url]):
+        result = cli(*args, extra_env=unreachable)
+        assert result.code == 0, result.err  # the option wins over the environment, in either place
+        assert "Example Organisation/" in result.out
+
+
+def test_unreachable_platform_is_one_line(cli: Run) -> None:
+    result = cli("ls", extra_env={"FUSION_PLATFORM_API_URL": "http://127.0.0.1:9"})
+    result.assert_one_line_error(1, "cannot reach http://127.0.0.1:9: connection refused")
 
 
 def test_not_logged_in_is_one_line(tmp_path: Path) -> None:
