@@ -45,6 +45,16 @@ one listing cache and one set of counters.
 
 **Errors** are built-ins naming the ``fusion://`` path, with the API error as ``__cause__``
 (table in :mod:`._errors`).
+
+**With GDAL**: ``rasterio.open(url, opener=rasterio_opener(fs))`` (or ``opener=fs``, or
+``rasterio.open(fsspec.open(url))``) reads through our file objects; ``rasterio_opener`` also serves
+GDAL's multi-range reads in one parallel batch. ``rasterio.open(file_object)`` works too, but rasterio
+then copies the whole file into memory first.
+
+**Limits**: ``latest`` is an alias, not a listed entry, so a glob matches it only where it is spelled
+out before the first wildcard (``.../NDVI/latest/*/*/*.tif``, not ``processes/*/latest/...``). Listings
+are cached (``refresh=True`` or ``invalidate_cache()`` to see new data; ``listings_expiry_time=`` to
+age them out).
 """
 
 from __future__ import annotations
