@@ -131,13 +131,14 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
                 "(from FILE.part), so running the command again finishes the job. Sizes are verified.")
 
 
-def _plan(ctx: Context, url: str, dest: Path) -> list[tuple[dict[str, Any], Path]]:
-    """(file info, local path) of every file to fetch."""
+def _plan(ctx: Context, url: str, dest: Path, *, into_dir: bool = False) -> list[tuple[dict[str, Any], Path]]:
+    """(file info, local path) of every file to fetch; ``into_dir``: ``dest`` was given with a trailing
+    slash (a directory, even if it does not exist yet)."""
     fs = ctx.fs
     root = fs.info(url)
     if root["type"] == "file":
         target = dest / _local_name(root["name"].rsplit("/", 1)[-1]) \
-            if dest.is_dir() or str(dest).endswith(os.sep) else dest
+            if dest.is_dir() or into_dir else dest
         return [(root, target)]
     base = root["name"].rstrip("/")
     found = fs.find(base, detail=True)
@@ -173,7 +174,7 @@ def download(ctx: Context) -> int:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     dest = Path(args.dest)
     began = time.monotonic()
-    plan = _plan(ctx, args.url, dest)
+    plan = _plan(ctx, args.url, dest, into_dir=args.dest.endswith(("/", os.sep)))
     if not plan:
         ctx.note(f"nothing to download: {fusion_url(ctx.fs.info(args.url)['name'])} holds no files")
         return 0
