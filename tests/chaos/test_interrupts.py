@@ -99,6 +99,18 @@ def _served(emu: Any) -> int:
     return int(emu.stats()["storage_bytes_served"])
 
 
+def _settled(emu: Any, quiet: float = 1.0) -> int:
+    """Bytes served once the killed process's last requests are over (the server may still be
+    answering one to a dead socket): the counter has not moved for ``quiet`` seconds."""
+    last, since = _served(emu), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.05)
+        now = _served(emu)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_client_download_killed_then_resumed(emu: Any, stored: dict[str, Any], slow_truncating_storage: Any,
                                              tmp_path: Path, sig: int) -> None:
@@ -119,12 +131,37 @@ def test_client_download_killed_then_resumed(emu: Any, stored: dict[str, Any], s
     emu.configure(storage_faults=None, storage_latency=0.0)
     from fusion_stac.client import FusionClient
 
-    before = _served(emu)
+    before = _settled(emu)
     with FusionClient(emu.url, email=EMAIL, password=PASSWORD) as client:
         out = client.download_file(stored["org"], stored["data"], stored["file"], dest)
     assert out == dest and dest.read_bytes() == stored["bytes"]
     assert _served(emu) - before == stored["size"] - have  # resumed: only the missing bytes were sent
     assert _partials(tmp_path) == [] and sorted(p.name for p in dest.parent.iterdir()) == ["big.bin"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_cli_download_killed_then_resumed(emu: Any, stored: dict[str, Any], slow_truncating_storage: Any,
+                                          tmp_path: Path, sig: int) -> None:
+    dest = tmp_path / "out"
+    url = f"fusion://{stored['org']}/uploads/{stored['data']}/big.bin"
+    env = _env(emu, tmp_path)
+    cli = [sys.executable, "-c", "import sys; from fusion_stac.cli import main; sys.exit(main(sys.argv[1:]))"]
+    proc = subprocess.Popen([*cli, "download", url, str(dest) + "/"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: bool(_partials(dest)) if dest.exists() else False, sig)
+    assert not (dest / "big.bin").exists()
+    (partial,) = _partials(dest)
+    have = partial.stat().st_size
+    assert 0 < have < stored["size"]
+
+    emu.configure(storage_faults=None, storage_latency=0.0)
+    before = _settled(emu)
+    done = subprocess.run([*cli, "download", url, str(dest) + "/"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (dest / "big.bin").read_bytes() == stored["bytes"]
+    assert _served(emu) - before == stored["size"] - have  # resumed from the partial file
+    assert [p.name for p in dest.iterdir()] == ["big.bin"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -147,7 +184,7 @@ def test_fs_get_killed_then_resumed(emu: Any, stored: dict[str, Any], slow_trunc
     emu.configure(storage_faults=None, storage_latency=0.0)
     from fusion_stac.fs import FusionFileSystem
 
-    before = _served(emu)
+    before = _settled(emu)
     fs = FusionFileSystem(api_url=emu.url, email=EMAIL, password=PASSWORD, skip_instance_cache=True,
                           token_cache=False)
     fs.get(remote, str(dest))
@@ -179,7 +216,7 @@ def test_export_killed_then_resumed(emu: Any, stored: dict[str, Any], slow_trunc
     with FusionClient(emu.url, email=EMAIL, password=PASSWORD) as client:
         catalog = fusion_stac.open_catalog(client, f"fusion://{stored['org']}/uploads/{stored['data']}",
                                            read_headers=False)
-        before = _served(emu)
+        before = _settled(emu)
         root = fusion_stac.export_catalog(catalog, dest, assets="download")
         served = _served(emu) - before
     assert root.exists()
