@@ -9,6 +9,25 @@ from typing import Any
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the suite away from the user's real credentials and caches.
+
+    Logging in writes a token cache (``~/.cache/fusion-stac/tokens.json`` by default) and the client
+    reads ``FUSION_PLATFORM_*`` variables and ``~/.netrc``: point all of them at an empty, private
+    place for the whole session (worker processes inherit it). Tests that need them set their own.
+    """
+    import os
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="fusion-stac-tests-"))
+    os.environ["FUSION_STAC_TOKEN_FILE"] = str(home / "tokens.json")
+    os.environ["NETRC"] = str(home / "netrc")  # does not exist: no credentials from the real ~/.netrc
+    for name in ("FUSION_PLATFORM_API_URL", "FUSION_PLATFORM_EMAIL", "FUSION_PLATFORM_USER_ID",
+                 "FUSION_PLATFORM_PASSWORD"):
+        os.environ.pop(name, None)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Any]:
     """A running emulator shared by the whole session: instant executions, no faults, temporary data dir."""
