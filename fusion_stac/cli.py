@@ -85,6 +85,10 @@ def _exit_code_for(exc: BaseException) -> int:
     return 1
 
 
+#: Third-party modules only the emulator needs (a missing one means the ``emulator`` extra is missing).
+_EMULATOR_MODULES = frozenset({"fastapi", "uvicorn", "starlette", "shapely", "PIL", "pyogrio", "jwt", "anyio", "h11"})
+
+
 def _one_line(exc: BaseException) -> str:
     from fusion_stac.errors import FusionError, redact
 
@@ -96,7 +100,11 @@ def _one_line(exc: BaseException) -> str:
         text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
     known = (FusionError, UsageError, CommandFailed, OSError, ValueError, TimeoutError)
-    if not isinstance(exc, known):  # a bug, not bad input: say what it was
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        extra = "emulator" if exc.name in _EMULATOR_MODULES else "xarray"
+        message = (f"this command needs {exc.name}, which is not installed: pip install \"fusion-stac[{extra}]\" "
+                   "(or [all])")
+    elif not isinstance(exc, known):  # a bug, not bad input: say what it was
         message = f"unexpected {type(exc).__name__}: {message} (run with -vv for the traceback)"
     return f"fusion-stac: error: {where}{redact(message)}"
 

@@ -33,6 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
 TOKEN_LIFETIME = 12 * 3600.0
 
 
+def require(*modules: str) -> None:
+    """Import optional dependencies up front, so that a missing extra fails before any request."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
 def api_url_of(args: argparse.Namespace) -> str:
     from fusion_stac.client import DEFAULT_API_URL, ENV_API_URL
 

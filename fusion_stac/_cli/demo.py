@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusion_stac._cli._common import Context, crs_name, human_size, seconds
+from fusion_stac._cli._common import Context, crs_name, human_size, require, seconds
 from fusion_stac.cli import UsageError, command
 
 DEMO_EMAIL = "me@org.com"
@@ -73,6 +73,7 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 @command("demo", "the tour: emulator, login, upload, run, STAC export, mosaic COG + PNG (no account needed)",
          _demo_arguments)
 def demo(args: argparse.Namespace) -> int:
+    require("fastapi", "uvicorn", "xarray", "rasterio", "odc.geo", "matplotlib")
     from fusion_stac.emulator import Emulator
 
     if args.execution_seconds < 0:

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusion_stac._cli._common import Context, crs_name, human_size, parse_floats, seconds, with_context
+from fusion_stac._cli._common import (
+    Context,
+    crs_name,
+    human_size,
+    parse_floats,
+    require,
+    seconds,
+    with_context,
+)
 from fusion_stac._urls import PREFIX
 from fusion_stac.cli import UsageError, command
 
@@ -138,6 +146,7 @@ def describe_mosaic(ctx: Context, da: Any, out: Path, look: Quicklook | None) ->
 @command("mosaic", "mosaic the slices of a grouped run into one COG (and a quicklook PNG)", _mosaic_arguments)
 @with_context
 def mosaic(ctx: Context) -> int:
+    require("xarray", "rasterio", "odc.geo", "matplotlib")
     from fusion_stac.xarray import open_mosaic
 
     args = ctx.args

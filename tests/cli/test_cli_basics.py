@@ -95,3 +95,13 @@ def test_verbose_logs_to_stderr(cli: Run) -> None:
     assert result.code == 0
     assert "logged in to" in result.err  # the client's INFO log
     assert "fusion://" in result.out
+
+
+def test_a_missing_extra_is_named(tmp_path: Path) -> None:
+    """As if only the core were installed: the command says which extra it needs."""
+    shadow = tmp_path / "shadow" / "xarray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ModuleNotFoundError("No module named \'xarray\'", name="xarray")\n')
+    env = clean_env(tmp_path / "home", PYTHONPATH=str(tmp_path / "shadow"))
+    result = run_cli(["mosaic", "Some process", str(tmp_path / "m.tif")], env=env)
+    result.assert_one_line_error(1, "needs xarray", 'pip install "fusion-stac[xarray]"')
