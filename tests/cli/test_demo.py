@@ -115,6 +115,7 @@ def test_demo_bad_input(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a fresh install of .[all]: minutes on a busy machine
 def test_readme_demo_command_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     """`bash scripts/demo.sh` exactly as the README says, in a new venv (installs `.[all]` from the index)."""
     home = tmp_path / "home"

@@ -77,6 +77,7 @@ def test_python_blocks_run(make_emulator: Callable[..., Any], tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_cli_tour_runs(tmp_path: Path) -> None:
     tour = next(b for b in blocks("bash") if b.startswith("# Try it"))
     port = _free_port()
