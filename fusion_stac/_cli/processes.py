@@ -13,14 +13,14 @@ from fusion_stac.cli import command
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("service", help="service name, id or keyword, e.g. Elevation")
+    p.add_argument("service", metavar="SERVICE", help="service name, id or keyword, e.g. Elevation")
     p.add_argument("--region", required=True, metavar="FILE",
                    help="region of interest: a GeoJSON/KML/KMZ file or zipped shapefile (uploaded first)")
     p.add_argument("--option", action="append", metavar="NAME=VALUE", default=[],
                    help="a service option, e.g. --option resolution=100 (repeatable; checked before anything "
                         "is uploaded)")
     p.add_argument("--name", help="process name (default: '<service> <region file name>')")
-    p.add_argument("--organisation", "-o", help="organisation name or id (default: the one you used last)")
+    p.add_argument("--organisation", "-o", metavar="ORG", help="organisation name or id (default: the one you used last)")
     p.add_argument("--wait", action="store_true", help="wait for the run to finish, with a progress bar")
     p.add_argument("--dry-run", action="store_true", help="create the process and show its price; do not execute")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait with --wait (default: no limit)")

@@ -105,7 +105,7 @@ def _mosaic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resampling", default="nearest", help="resampling when warping or reading coarser (default nearest)")
     p.add_argument("--method", default="first", choices=("first", "last", "min", "max", "mean"),
                    help="how overlapping slices combine (default first)")
-    p.add_argument("--organisation", "-o", help="organisation name or id for a PROCESS name (default: last used)")
+    p.add_argument("--organisation", "-o", metavar="ORG", help="organisation name or id for a PROCESS name (default: last used)")
     p.add_argument("--no-quicklook", dest="quicklook", action="store_false", help="do not write the PNG quicklook")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.tif if it exists")
 

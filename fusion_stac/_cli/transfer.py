@@ -83,7 +83,7 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
 def _upload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="local files (GeoTIFF, GeoJSON, KML, zipped shapefile...)")
     p.add_argument("--name", required=True, help="name of the new data item")
-    p.add_argument("--organisation", "-o", help="organisation name or id (default: the one you used last)")
+    p.add_argument("--organisation", "-o", metavar="ORG", help="organisation name or id (default: the one you used last)")
     p.add_argument("--file-type", help="platform file type for every file (default: from each extension)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the analysis (default 1800)")
     p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
