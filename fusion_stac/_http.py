@@ -33,9 +33,41 @@ import requests.auth
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from fusion_stac.errors import TransportError, redact, redact_url
+from fusion_stac.errors import TransportError, redact, redact_url, scrubbed
 
 logger = logging.getLogger("fusion_stac")
+
+#: urllib3's loggers that write request lines (with the query string) or URLs.
+URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager", "urllib3.util.retry",
+                   "urllib3.response")
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in records of third-party HTTP loggers.
+
+    urllib3 logs every request line at DEBUG, query string included, so the signature of every
+    pre-signed URL would reach users' logs. The record keeps everything else (host, method, path,
+    status, length); only query strings and secret-looking values are masked.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler's own error reporting
+            return True
+        record.msg, record.args = redact(message), None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach :class:`RedactingFilter` to urllib3's loggers (once; called on import)."""
+    for name in URLLIB3_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in target.filters):
+            target.addFilter(RedactingFilter())
+
+
+install_log_redaction()
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 Timeout = float | tuple[float, float]
@@ -282,10 +314,10 @@ class Transport:
                 f"{redact(str(exc))[:300]}",
                 path=shown, method=method, attempts=attempt_no,
             )
-            if signed:
-                # The library's own message repeats the signed URL: do not chain it into tracebacks.
-                raise error from None
-            raise error from exc
+            cause = scrubbed(exc)
+        # Raised outside the handler, chained to a scrubbed copy: the library's exception holds the
+        # request (bearer token, login password, signed URL) and must not ride along as __context__.
+        raise error from cause
 
 
 def shown_url(url: str) -> str:

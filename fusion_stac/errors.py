@@ -51,6 +51,7 @@ __all__ = [
     "error_for_status",
     "redact",
     "redact_url",
+    "scrubbed",
 ]
 
 _URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
@@ -94,6 +95,24 @@ def redact(text: str) -> str:
     text = _REL_URL_QUERY_RE.sub(r"\1?…", text)
     text = _BEARER_RE.sub(r"\1 *****", text)
     return _SECRET_PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****", text)
+
+
+def scrubbed(exc: BaseException) -> BaseException:
+    """A detached copy of a third-party exception, to chain with ``raise ... from``.
+
+    Same type, redacted message, and nothing else: ``requests`` keeps the request on its exceptions
+    (the ``Authorization: Bearer`` header, a login body with the password, a signed URL), and chained
+    exceptions travel wherever ours do (tracebacks, and pickles where tblib is installed, as dask
+    does). Types that cannot be rebuilt from a message become a plain :class:`Exception` naming them.
+    """
+    text = redact(str(exc))
+    try:
+        copy = type(exc)(text)
+    except Exception:
+        copy = Exception(f"{type(exc).__name__}: {text}")
+    if copy.__dict__:  # a constructor that stored more than the message: keep none of it
+        copy = Exception(f"{type(exc).__name__}: {text}")
+    return copy
 
 
 def _rebuild(cls: type[FusionError], args: tuple[Any, ...], state: dict[str, Any]) -> FusionError:

@@ -38,7 +38,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from fusion_stac.errors import TransportError
+import fusion_stac._http  # noqa: F401  (masks signed URLs in urllib3's debug log)
+from fusion_stac.errors import TransportError, scrubbed
 from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.fs._stats import TransferStats
 
@@ -270,19 +271,23 @@ class RangeReader:
                 self._drop()
                 failures += 1
                 stats.add("retries")
-                if failures >= self.transport.policy.attempts:
-                    raise TransferError(
-                        f"{self.path}: reading bytes {self.pos}-{self.end - 1} failed {failures} times "
-                        f"in a row; last error: {type(exc).__name__}: {exc}",
-                        path=self.path,
-                    ) from exc
-                log.debug("%s: retrying bytes %d-%d after %s", self.path, self.pos, self.end - 1,
-                          type(exc).__name__)
-                time.sleep(self.transport.policy.wait(failures))
-                continue
-            self.pos += count
-            stats.add("bytes", count)
-            return got
+                if failures < self.transport.policy.attempts:
+                    log.debug("%s: retrying bytes %d-%d after %s", self.path, self.pos, self.end - 1,
+                              type(exc).__name__)
+                    time.sleep(self.transport.policy.wait(failures))
+                    continue
+                failure = TransferError(
+                    f"{self.path}: reading bytes {self.pos}-{self.end - 1} failed {failures} times "
+                    f"in a row; last error: {type(exc).__name__}: {exc}",
+                    path=self.path,
+                )
+                cause = scrubbed(exc)
+            else:
+                self.pos += count
+                stats.add("bytes", count)
+                return got
+            # outside the handler, chained to a scrubbed copy (the original holds the signed URL)
+            raise failure from cause
 
     def _body(self) -> Any:
         """The body as a file: http.client's response under urllib3 when reachable (its ``readinto``
@@ -385,14 +390,20 @@ class RangeReader:
             except _RETRYABLE as exc:
                 failures += 1
                 transport.stats.add("retries")
-                if failures >= policy.attempts:
-                    raise TransferError(
-                        f"{self.path}: could not reach storage for bytes {self.pos}-{self.end - 1} after "
-                        f"{failures} attempts; last error: {type(exc).__name__}",
-                        path=self.path,
-                    ) from exc
-                time.sleep(policy.wait(failures))
-                continue
+                if failures < policy.attempts:
+                    time.sleep(policy.wait(failures))
+                    continue
+                failure = TransferError(
+                    f"{self.path}: could not reach storage for bytes {self.pos}-{self.end - 1} after "
+                    f"{failures} attempts; last error: {type(exc).__name__}",
+                    path=self.path,
+                )
+                cause = scrubbed(exc)
+            else:
+                failure = None
+            if failure is not None:
+                # outside the handler, chained to a scrubbed copy (the original holds the signed URL)
+                raise failure from cause
             status = response.status_code
             if status in (200, 206):
                 try:
