@@ -685,7 +685,8 @@ class Option(Model):
                 raise self._invalid(f"expected a datetime, got {value!r}") from None
         else:
             raise self._invalid(f"expected a datetime, got {type(value).__name__} {value!r}")
-        assert moment is not None
+        if moment is None:  # an empty string
+            raise self._invalid(f"expected a datetime, got {value!r}")
         moment = moment.astimezone(timezone.utc)
         self._check_range(moment, value)
         fmt = self.format
