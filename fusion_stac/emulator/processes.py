@@ -566,20 +566,27 @@ class Processes:
         try:
             run_ids = self.engine.launch_due(process_id, claimed=True)
         except ApiError:
-            with self.store.tx():
-                state = self.state(process_id)
-                state["next_run_at"] = None
-                state.pop("launching", None)
-                current = self.store.doc("processes", process_id)
-                if current is not None:
-                    self.store.put("processes", current, state=state)
+            self._release_launch(process_id, cancel=True)
             self.engine.settle(process_id)
             raise
+        # A schedule whose first run is later: nothing was launched, so hand the process to the scheduler.
+        self._release_launch(process_id)
         response = self.get(ctx, organisation_id, process_id)
         response["process_status"] = "execute"
         for run_id in run_ids:
             self.engine.run_or_submit(run_id)
         return response
+
+    def _release_launch(self, process_id: str, *, cancel: bool = False) -> None:
+        """Drop the ``launching`` claim of ``execute`` (and, with ``cancel``, the pending run)."""
+        with self.store.tx():
+            state = self.state(process_id)
+            claimed = state.pop("launching", None)
+            if cancel:
+                state["next_run_at"] = None
+            current = self.store.doc("processes", process_id)
+            if current is not None and (claimed or cancel):
+                self.store.put("processes", current, state=state)
 
     def platform_credit_check(self, organisation_id: str, price: float) -> None:
         credit = self.store.doc("credits", organisation_id)

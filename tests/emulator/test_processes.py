@@ -264,6 +264,23 @@ def test_schedule_repeats(api: Api, region: str) -> None:
     assert api.post(f"/organisations/{ORG}/processes", json=bad).status_code == 422  # no gap
 
 
+def test_schedule_starting_later_runs_when_due(api: Api, region: str) -> None:
+    """A schedule whose first run lies in the future is left to the scheduler, which starts it on time."""
+    start = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    process = api.create_process(ORG, "Elevation", region, run_type="run_schedule", repeat_count=2,
+                                 repeat_start=start.isoformat(), repeat_gap='{"seconds": 0.3}')
+    model = api.ok("POST", f"/organisations/{ORG}/processes/{process['id']}/execute")["model"]
+    assert model["process_status"] == "execute"
+    assert executions(api, process["id"]) == []  # nothing before its time
+
+    def done() -> bool:
+        return len(executions(api, process["id"])) == 2
+
+    wait_until(done)
+    runs = executions(api, process["id"])
+    assert all(datetime.fromisoformat(r["started_at"]) >= start for r in runs)
+
+
 def test_background_execution_can_be_stopped(make_emulator: Any) -> None:
     emu = make_emulator(execution_duration=30)
     api = Api(emu.url)
