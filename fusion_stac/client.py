@@ -273,11 +273,13 @@ class GroupTree:
                 yield node, comp, data, f
 
 
-class _Fanout:
+class Fanout:
     """Run tasks that may submit follow-up tasks on one bounded pool; wait for all of them.
 
     Used instead of nested ``map`` calls so a tree walk is pipelined (each branch moves on as soon
-    as its parent answers) without any worker ever blocking on another (no pool deadlock).
+    as its parent answers) without any worker ever blocking on another (no pool deadlock). The
+    first error stops new submissions and is raised by ``wait``. Get one from
+    :meth:`FusionClient.fanout`.
     """
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
@@ -858,6 +860,18 @@ class FusionClient:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fusion-stac") as pool:
             futures = [pool.submit(fn, x) for x in items]
         return [f.result() for f in futures]
+
+    @contextlib.contextmanager
+    def fanout(self, max_workers: int | None = None) -> Iterator[Fanout]:
+        """A pipelined tree walk on one bounded pool (``fan.submit(fn, *args)``; tasks may submit more).
+
+        Leaving the block waits for every task and raises the first error.
+        """
+        workers = max(1, max_workers or self.max_workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fusion-stac-walk") as pool:
+            fan = Fanout(pool)
+            yield fan
+            fan.wait()
 
     # -- user and organisations -------------------------------------------------------------------------
     @property
@@ -1709,7 +1723,7 @@ class FusionClient:
         lock = threading.Lock()
         workers = self.max_workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fusion-stac-walk") as pool:
-            fan = _Fanout(pool)
+            fan = Fanout(pool)
 
             def get_file_url(data_id: str, file_id: str) -> None:
                 url = self.download_url(org_id, data_id, file_id)

@@ -16,7 +16,6 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from fusion_stac._http import shown_url
 from fusion_stac.errors import FusionError
 from fusion_stac.models import DataFile
 from fusion_stac.stac.mapping import RasterInfo, crs_code
@@ -116,9 +115,8 @@ def read_raster_info(client: Any, organisation_id: str, file: DataFile) -> Raste
     try:
         signed = client.download_url(organisation_id, file.data_id, file.file_id)
         end = HEADER_BYTES - 1 if file.size is None else min(HEADER_BYTES, file.size) - 1
-        response = client._http.send(
-            "GET", signed.url, shown=shown_url(signed.url), signed=True,
-            headers={"Range": f"bytes=0-{max(end, 0)}", "Accept-Encoding": "identity"},
+        response = client.signed_get(
+            signed, headers={"Range": f"bytes=0-{max(end, 0)}", "Accept-Encoding": "identity"},
         )
         try:
             if response.status_code >= 400:

@@ -38,7 +38,6 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -562,7 +561,6 @@ class FusionStacIO(DefaultStacIO):
         extras: dict[str, tuple[Any, Any]] = {}
         claimed: set[str] = set()
         lock = threading.Lock()
-        fan = _Fanout(self.client.max_workers)
 
         def get_extras(f: DataFile) -> None:
             key, value = self._extras_for(org_id, f)
@@ -591,9 +589,9 @@ class FusionStacIO(DefaultStacIO):
                         claimed.add(data_id)
                     fan.submit(get_files, data_id)
 
-        for ex in executions:
-            fan.submit(get_components, ex)
-        fan.wait()
+        with self.client.fanout() as fan:
+            for ex in executions:
+                fan.submit(get_components, ex)
 
         chain_services = self._chain_services(org_id, {ex.process_id for ex in executions})
         out: list[_Output] = []
@@ -686,49 +684,6 @@ class FusionStacIO(DefaultStacIO):
             self.document(group_href(org_id, process_id, ex.group_id))
         else:
             self.document(execution_href(org_id, process_id, ex.id))
-
-
-class _Fanout:
-    """Tasks that may submit follow-up tasks, on one bounded pool; ``wait`` returns when all are done.
-
-    No task ever waits for another, so the pool cannot deadlock however deep the tree; the first
-    error stops new submissions and is raised by ``wait`` (the rest are left to finish).
-    """
-
-    def __init__(self, max_workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="fusion-stac-walk")
-        self._cond = threading.Condition()
-        self._pending = 0
-        self._error: BaseException | None = None
-
-    def submit(self, fn: Any, *args: Any) -> None:
-        with self._cond:
-            if self._error is not None:
-                return
-            self._pending += 1
-        self._pool.submit(self._run, fn, args)
-
-    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:
-            with self._cond:
-                if self._error is None:
-                    self._error = exc
-        finally:
-            with self._cond:
-                self._pending -= 1
-                self._cond.notify_all()
-
-    def wait(self) -> None:
-        try:
-            with self._cond:
-                while self._pending:
-                    self._cond.wait()
-                if self._error is not None:
-                    raise self._error
-        finally:
-            self._pool.shutdown(wait=False)
 
 
 def _item_href_of(item: Mapping[str, Any]) -> str:
