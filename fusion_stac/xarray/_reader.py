@@ -151,7 +151,7 @@ class _ThreadState:
     capacity = 64
 
     def __init__(self) -> None:
-        self.cache: OrderedDict[tuple[FileKey, int | None], _Handle] = OrderedDict()
+        self.cache: OrderedDict[tuple[Any, ...], _Handle] = OrderedDict()
         self.context = contextvars.Context()
         self.context.run(_install_shared_registries)
         self.depth = 0
@@ -228,7 +228,7 @@ def _close(handle: _Handle) -> None:
         handle.dataset.close()
 
 
-def _evict(key: tuple[FileKey, int | None]) -> None:
+def _evict(key: tuple[Any, ...]) -> None:
     handle = _state().cache.pop(key, None)
     if handle is not None:
         _close(handle)
@@ -239,13 +239,14 @@ def _open(source: RasterSource, storage: Storage, settings: FetchSettings,
     """A cached handle on ``source`` (or on one of its overview levels), for this thread."""
     state = _state()
     cache = state.cache
-    key = (source.key, overview)
+    transport = storage.transport()
+    key = _handle_key(source, overview, transport)
     handle = cache.get(key)
     if handle is not None:
         cache.move_to_end(key)
         return handle
     name = source.key.url
-    opener = SourceOpener(name, source.key, storage.transport(), source.label, settings, source.size)
+    opener = SourceOpener(name, source.key, transport, source.label, settings, source.size)
     kwargs: dict[str, Any] = {} if overview is None else {"overview_level": overview}
     try:
         dataset = rasterio.open(name, opener=opener, **kwargs)
@@ -264,6 +265,11 @@ def _open(source: RasterSource, storage: Storage, settings: FetchSettings,
     return handle
 
 
+def _handle_key(source: RasterSource, overview: int | None, transport: Any) -> tuple[Any, ...]:
+    # By file id (never URL); per transport, so that two accounts never share a handle.
+    return (source.key, overview, id(transport))
+
+
 def _check_matches(source: RasterSource, ds: rasterio.io.DatasetReader) -> None:
     """Metadata said one grid, the file says another: reading would put pixels in the wrong place."""
     problems = []
@@ -280,7 +286,7 @@ def _check_matches(source: RasterSource, ds: rasterio.io.DatasetReader) -> None:
 
 
 @contextmanager
-def _reading(source: RasterSource, key: tuple[FileKey, int | None], handle: _Handle) -> Iterator[None]:
+def _reading(source: RasterSource, key: tuple[Any, ...], handle: _Handle) -> Iterator[None]:
     """Turn GDAL failures into errors naming the slice; drop the handle (and its cached blocks)."""
     try:
         yield
@@ -336,7 +342,7 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
         # Same grid (maybe decimated by an integer factor): one RasterIO call; with a smaller
         # buffer than the window GDAL reads the matching overview itself.
         window = Window.from_slices(ys, xs)
-        key = (source.key, None)
+        key = _handle_key(source, None, storage.transport())
         with _reading(source, key, handle):
             if native:
                 ds.read(list(cfg.bands), window=window, out=out, resampling=resampling)
@@ -356,7 +362,7 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
         overview = _pick_overview(rr.read_shrink, ds.overviews(cfg.bands[0]))
     if overview is not None:
         handle = _open(source, storage, cfg.settings, overview)
-    key = (source.key, overview)
+    key = _handle_key(source, overview, storage.transport())
     dst_transform = dst_gbox[rr.roi_dst].transform
     # GDAL warps into its own contiguous buffer: never hand it a strided view of the output.
     direct = native and out.flags.c_contiguous
