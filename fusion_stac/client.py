@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -89,6 +90,7 @@ __all__ = [
     "RequestStats",
     "RetryPolicy",
     "login",
+    "partial_path",
     "safe_file_name",
 ]
 
@@ -142,6 +144,17 @@ def safe_file_name(name: str | None, fallback: str | None = None) -> str:
                 and not PurePath(base).drive and not PureWindowsPath(base).drive:
             return base
     return "download"
+
+
+def partial_path(target: Path, file_id: str, *, preview: bool = False) -> Path:
+    """Where a download of ``file_id`` to ``target`` keeps its bytes until complete.
+
+    The name carries a tag of the file id: an interrupted download resumes only into the file it
+    was of (a pipeline that downloads each day's new file to the same path must not resume
+    yesterday's bytes into today's file: the size would match, the content would not).
+    """
+    tag = hashlib.sha256(f"{file_id}{'#preview' if preview else ''}".encode()).hexdigest()[:10]
+    return target.with_name(f"{target.name}.{tag}.part")
 
 
 def is_uuid(value: Any) -> bool:
@@ -1188,9 +1201,11 @@ class FusionClient:
     ) -> Path:
         """Download a file to ``dest`` (a file path, or an existing directory) atomically.
 
-        Streams into ``<dest>.part``, resumes an existing partial with ``Range``, re-signs the URL
-        if it expires (403), verifies the size (against ``DataFile.size`` when known, else the
-        server's length) and renames into place. Returns the final path.
+        Streams into ``<dest>.<file tag>.part`` (named after the file id, so that a partial left by
+        an interrupted download of *another* file to the same ``dest`` is never resumed into this
+        one), resumes an existing partial with ``Range``, re-signs the URL if it expires (403),
+        verifies the size (against ``DataFile.size`` when known, else the server's length) and
+        renames into place. Returns the final path.
         """
         file_id = file.file_id if isinstance(file, DataFile) else str(file)
         if not file_id:
@@ -1201,7 +1216,7 @@ class FusionClient:
             base = safe_file_name(file.file_name if isinstance(file, DataFile) else None, file_id)
             target = target / (Path(base).with_suffix(".png").name if preview else base)
         target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + ".part")
+        part = partial_path(target, file_id, preview=preview)
         expected = file.size if isinstance(file, DataFile) and not preview else None
         label = f"{file.file_name!r} ({file_id})" if isinstance(file, DataFile) else file_id
         signed: SignedURL | None = None

@@ -128,7 +128,7 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dest", help="local file or directory (created); a tree is written below it")
     p.add_argument("-j", "--jobs", type=int, default=4, help="files downloaded at once (default 4)")
     p.epilog = ("Files already present with the right size are skipped and interrupted downloads resume "
-                "(from FILE.part), so running the command again finishes the job. Sizes are verified.")
+                "(from FILE.<id>.part), so running the command again finishes the job. Sizes are verified.")
 
 
 def _plan(ctx: Context, url: str, dest: Path, *, into_dir: bool = False) -> list[tuple[dict[str, Any], Path]]:

@@ -101,7 +101,9 @@ def test_download_resumes_a_partial_file(cli: Run, world: World, tmp_path: Path)
     assert len(content) == tif["size"]
     target = tmp_path / "resumed" / "elevation.tif"
     target.parent.mkdir()
-    partial = target.with_name(target.name + ".part")
+    from fusion_stac.client import partial_path
+
+    partial = partial_path(target, tif["file_id"])  # named after the file id
     partial.write_bytes(content[: len(content) // 3])  # an interrupted earlier download
     result = cli("download", tif["url"], str(target.parent))  # a directory: the file keeps its name
     assert result.code == 0, result.err

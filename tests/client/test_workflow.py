@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fusion_stac.client import FusionClient, GroupTree, ProcessDraft
+from fusion_stac.client import FusionClient, GroupTree, ProcessDraft, partial_path
 from fusion_stac.errors import (
     AmbiguousNameError,
     APIError,
@@ -128,7 +128,7 @@ def test_download_url_and_file(client: FusionClient, org_id: str, tmp_path: Path
 
         # a partial download is resumed with Range, not restarted
         target = tmp_path / "resumed.geojson"
-        part = target.with_name(target.name + ".part")
+        part = partial_path(target, file.file_id or "")  # named after the file id
         part.write_bytes(region.read_bytes()[:100])
         got = client.download_file(org_id, data.id, file, target)
         assert got.read_bytes() == region.read_bytes() and not part.exists()
