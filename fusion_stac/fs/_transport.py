@@ -609,11 +609,13 @@ class Transport:
         path: str,
         chunk_size: int = 4 << 20,
         progress: Callable[[int], Any] | None = None,
+        start: int = 0,
     ) -> int:
-        """Stream the whole file into ``out`` over one request (resumed if it breaks); returns bytes."""
+        """Stream the file from byte ``start`` into ``out`` over one request (resumed if it breaks);
+        returns the bytes written."""
         written = 0
-        buffer = memoryview(bytearray(min(chunk_size, max(size, 1))))
-        with self.open_range(key, 0, size, path=path, size=size) as reader:
+        buffer = memoryview(bytearray(min(chunk_size, max(size - start, 1))))
+        with self.open_range(key, start, size, path=path, size=size) as reader:
             while reader.remaining:
                 n = reader.readinto(buffer)
                 out.write(buffer[:n])

@@ -71,6 +71,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback, NoOpCallback
@@ -861,7 +862,8 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
 
     def get_file(self, rpath: str, lpath: Any, callback: Callback = DEFAULT_CALLBACK, outfile: Any = None,
                  **kwargs: Any) -> None:
-        """Download one file; a local path is written atomically (temp file, then rename)."""
+        """Download one file; a local path is written atomically: into a partial file named after the
+        file id, renamed when complete; a download interrupted earlier (killed, failed) resumes."""
         collecting = getattr(self._collect, "gets", None)
         if collecting is not None:
             collecting.append((rpath, lpath))
@@ -881,14 +883,27 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
         lpath = os.fspath(lpath)
         directory = os.path.dirname(os.path.abspath(lpath))
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(lpath)}.", suffix=".part", dir=directory)
+        part, fd = _claim_partial(lpath, key.file_id)
+        private = fd is None
+        if fd is None:  # another process is downloading the same file here: use a private file
+            fd, part = tempfile.mkstemp(prefix=f".{os.path.basename(lpath)}.", suffix=".part", dir=directory)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                transport.copy_to(key, size, handle, path=self._url(path), progress=callback.relative_update)
-            os.replace(tmp, lpath)
+            with os.fdopen(fd, "r+b") as handle:
+                # an interrupted download of this very file (partial names carry its id) resumes
+                have = handle.seek(0, os.SEEK_END)
+                if have > size:
+                    handle.truncate(0)
+                    have = handle.seek(0)
+                callback.relative_update(have)
+                transport.copy_to(key, size, handle, path=self._url(path), progress=callback.relative_update,
+                                  start=have)
+                handle.flush()
+                os.replace(part, lpath)  # while still locked: nobody appends to it any more
         except BaseException:
+            # a private file cannot be resumed; the shared partial can (unless nothing arrived)
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                if private or os.path.getsize(part) == 0:
+                    os.unlink(part)
             raise
 
     def get(self, rpath: Any, lpath: Any, recursive: bool = False, callback: Callback = DEFAULT_CALLBACK,
@@ -1110,6 +1125,30 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         self._refuse(path, "create empty files")
+
+
+def _claim_partial(lpath: str, file_id: str) -> tuple[str, int | None]:
+    """Open (creating it) the partial file of a download of ``file_id`` to ``lpath``, locked.
+
+    The same name as :func:`fusion_stac.client.partial_path` gives (it carries a tag of the file id),
+    so a download killed mid-way is resumed by the next one, whichever API made it, and never into
+    another file. ``(path, None)`` when another process holds it (the caller then uses a private
+    temporary file).
+    """
+    from fusion_stac.client import partial_path
+
+    part = str(partial_path(Path(lpath), file_id))
+    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks here
+        return part, fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return part, None
+    return part, fd
 
 
 def _renamed(exc: FileNotFoundError, url: str) -> FileNotFoundError:
