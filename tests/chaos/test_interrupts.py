@@ -193,6 +193,58 @@ def test_fs_get_killed_then_resumed(emu: Any, stored: dict[str, Any], slow_trunc
     assert [p.name for p in dest.parent.iterdir()] == ["big.bin"]  # and nothing temporary is left
 
 
+@pytest.fixture(scope="module")
+def other_stored(emu: Any, stored: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Another 20 MB file, with different bytes, of the same size (a size check cannot tell them apart)."""
+    import numpy as np
+
+    from fusion_stac.client import FusionClient
+
+    big = tmp_path_factory.mktemp("other") / "big.bin"
+    big.write_bytes(np.random.default_rng(9).integers(0, 256, stored["size"], dtype=np.uint8).tobytes())
+    with FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.02) as client:
+        data = client.create_data(stored["org"], "interrupt other file", [big])
+        (file,) = client.list_files(stored["org"], data.id)
+    return {"org": stored["org"], "data": data.id, "file": file.file_id, "bytes": big.read_bytes()}
+
+
+@pytest.mark.parametrize("how", ["client", "fs"])
+def test_a_partial_of_another_file_is_never_resumed(emu: Any, stored: dict[str, Any], other_stored: dict[str, Any],
+                                                    slow_truncating_storage: Any, tmp_path: Path, how: str) -> None:
+    """Yesterday's run of a pipeline died downloading file A to ``latest.bin``; today's downloads file
+    B to the same path. Resuming A's partial bytes with B's tail would give a file of the right size
+    and the wrong content: today's download must not use yesterday's partial."""
+    dest = tmp_path / "out" / "latest.bin"
+    if how == "client":
+        code = f"""
+            from fusion_stac.client import FusionClient, RetryPolicy
+            client = FusionClient.from_env(retry=RetryPolicy(attempts=50, backoff=0.01))
+            client.download_file({stored['org']!r}, {stored['data']!r}, {stored['file']!r}, {str(dest)!r}, attempts=50)
+        """
+    else:
+        code = f"""
+            from fusion_stac.fs import FusionFileSystem
+            fs = FusionFileSystem(retries={{"attempts": 50, "backoff": 0.01}}, skip_instance_cache=True)
+            fs.get("{stored['org']}/data/{stored['data']}/{stored['file']}", {str(dest)!r})
+        """
+    proc = _start(code, _env(emu, tmp_path))
+    _kill_when(proc, lambda: bool(_partials(dest.parent)) if dest.parent.exists() else False, signal.SIGKILL)
+    emu.configure(storage_faults=None, storage_latency=0.0)
+    _settled(emu)
+    if how == "client":
+        from fusion_stac.client import FusionClient
+
+        with FusionClient(emu.url, email=EMAIL, password=PASSWORD) as client:
+            client.download_file(other_stored["org"], other_stored["data"], other_stored["file"], dest)
+    else:
+        from fusion_stac.fs import FusionFileSystem
+
+        fs = FusionFileSystem(api_url=emu.url, email=EMAIL, password=PASSWORD, skip_instance_cache=True,
+                              token_cache=False)
+        fs.get(f"{other_stored['org']}/data/{other_stored['data']}/{other_stored['file']}", str(dest))
+    assert dest.read_bytes() == other_stored["bytes"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_export_killed_then_resumed(emu: Any, stored: dict[str, Any], slow_truncating_storage: Any,
                                     tmp_path: Path, sig: int) -> None:
