@@ -34,6 +34,7 @@ def test_chaos_benchmark_three_runs(tmp_path: Path) -> None:
     assert sum(r["faults"] for r in runs) > 20
     assert all(r["retries"] > 0 for r in runs)
     assert sum(r["relogins"] for r in runs) > 0  # sessions of 3 s ended during the runs
+    assert sum(r["url_refreshes"] for r in runs) > 0  # URLs of 5 s expired between reads and were signed again
     server_faults = details["server"]["faults"]
     for kind in ("error_500", "error_503", "throttle", "reset", "truncate"):
         assert server_faults.get(f"api.{kind}", 0) > 0, (kind, server_faults)
