@@ -452,8 +452,11 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
             dst[...] = dst.dtype.type(cfg.fill_value)
     if not parts:
         return dst
-    if len(parts) > 1:
-        _prefetch(storage, [p.source for p in parts], cfg.settings)
+    # Files that will wait for a free reader get their URL and header in the background; the
+    # first ones are started by the readers themselves (no extra threads competing for the GIL).
+    readers = getattr(executor, "_max_workers", 1) if executor is not None else 1
+    if len(parts) > readers:
+        _prefetch(storage, [p.source for p in parts[readers:]], cfg.settings)
 
     def direct(part: _Part) -> None:
         ys, xs = part.rr.roi_dst
@@ -486,7 +489,7 @@ def _prefetch(storage: Storage, sources: Sequence[RasterSource], settings: Fetch
     from fusion_stac.xarray._http import cached_header, load_header
 
     transport = storage.transport()
-    for source in sources[1:]:
+    for source in sources:
         if cached_header(source.key) is None:
             transport.pool.submit(_quietly, load_header, transport, source.key, source.label, settings, source.size)
 
