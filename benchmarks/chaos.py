@@ -70,6 +70,7 @@ class RunResult:
     name: str
     completed: bool = False
     seconds: float = 0.0
+    requests: int = 0
     retries: int = 0
     url_refreshes: int = 0
     relogins: int = 0
@@ -231,6 +232,7 @@ def run_pipeline(emu: Any, region: Path, workdir: Path, name: str, *, attempts: 
         result.seconds = time.perf_counter() - started
         api = client.stats.snapshot()
         data_plane = fs.stats
+        result.requests = int(api["requests"]) + int(data_plane.get("requests", 0))
         result.retries = int(api["retries"]) + int(data_plane.get("retries", 0))
         # URLs signed again: after storage refused one (each 403 the client saw), and by the broker
         result.url_refreshes = int(api["by_status"].get(403, 0)) + int(data_plane.get("url_refreshes", 0))
@@ -260,12 +262,13 @@ def compare(result: RunResult, reference: RunResult) -> None:
 
 
 def row(result: RunResult) -> str:
-    return (f"{result.name:>8} {'yes' if result.completed else 'NO':>9} {result.seconds:7.1f} {result.faults:6d} "
+    return (f"{result.name:>8} {'yes' if result.completed else 'NO':>9} {result.seconds:7.1f} {result.requests:8d} "
+            f"{result.faults:6d} "
             f"{result.retries:7d} {result.url_refreshes:8d} {result.relogins:8d} "
             f"{'yes' if result.identical else 'NO':>9} {len(result.leftovers):9d}")
 
 
-HEADER = (f"{'run':>8} {'completed':>9} {'seconds':>7} {'faults':>6} {'retries':>7} {'url-refr':>8} "
+HEADER = (f"{'run':>8} {'completed':>9} {'seconds':>7} {'requests':>8} {'faults':>6} {'retries':>7} {'url-refr':>8} "
           f"{'relogins':>8} {'identical':>9} {'leftovers':>9}")
 
 
@@ -336,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     completed = sum(r.completed for r in results)
     identical = sum(bool(r.identical) for r in results)
     leftovers = sum(len(r.leftovers) for r in results) + len(reference.leftovers)
-    print(f"totals: faults={sum(r.faults for r in results)} retries={sum(r.retries for r in results)} "
+    print(f"totals: requests={sum(r.requests for r in results)} faults={sum(r.faults for r in results)} "
+          f"retries={sum(r.retries for r in results)} "
           f"url_refreshes={sum(r.url_refreshes for r in results)} relogins={sum(r.relogins for r in results)} "
           f"seconds={sum(r.seconds for r in results):.1f} (fault-free run {reference.seconds:.1f} s); "
           f"server faults by kind {json.dumps(server['faults'], sort_keys=True)}")
