@@ -46,7 +46,8 @@ class Secrets:
         for secret in sorted(self.values):
             for form in {secret, quote(secret, safe="")}:
                 if form in haystack:
-                    found.append(f"{where}: contains {secret[:6]}…")
+                    at = haystack.index(form)
+                    found.append(f"{where}: contains {secret[:6]}… after {haystack[max(0, at - 120):at]!r}")
         return found
 
 
