@@ -125,15 +125,17 @@ def test_execute_takes_effect_once(emu: Any, org_id: str, region_id: str, when: 
 
 def test_non_idempotent_failure_that_persists_is_reported(emu: Any, org_id: str) -> None:
     """Reconciliation is bounded: a POST that keeps failing ends in the typed error."""
-    from fusion_stac.errors import ServerError
+    from fusion_stac.errors import TransportError
 
     session = FlakySession(Rule("POST", rf"/organisations/{UUID}/processes$", "before", times=100))
-    with new_client(emu, session=session, retry=RetryPolicy(attempts=3)) as client, \
-            pytest.raises(Exception) as info:
-        client.new_process(org_id, "Elevation", _unique("never")).with_input(1, client.find_data(
-            org_id, "fault tests region")).create()
-    assert isinstance(info.value, (ServerError, __import__("fusion_stac").TransportError))
-    assert session.fired == 3
+    name = _unique("never")
+    with new_client(emu, session=session, retry=RetryPolicy(attempts=3)) as client:
+        draft = client.new_process(org_id, "Elevation", name).with_input(1, client.find_data(
+            org_id, "fault tests region"))
+        with pytest.raises(TransportError, match=r"POST /organisations/.*/processes failed after 1 attempt"):
+            draft.create()
+        assert session.fired == 3  # three attempts, each after checking it had not taken effect
+        assert not [p for p in client.iter_processes(org_id, name=name) if p.name == name]
 
 
 def test_session_ending_again_during_retries_logs_in_again(emu: Any, org_id: str) -> None:
