@@ -38,7 +38,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-import fusion_stac._http  # noqa: F401  (masks signed URLs in urllib3's debug log)
+# (importing _http also masks signed URLs in urllib3's debug log)
+from fusion_stac._http import parse_retry_after
 from fusion_stac.errors import TransportError, scrubbed
 from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.fs._stats import TransferStats
@@ -99,16 +100,6 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), self.max_retry_after)
         ceiling = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
         return ceiling * (0.5 + random.random() / 2)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
 
 
 def _error_body(response: requests.Response) -> bytes:
@@ -449,7 +440,7 @@ class RangeReader:
                         f"{self.pos}-{self.end - 1} ({failures} attempts)",
                         path=self.path,
                     )
-                time.sleep(policy.wait(failures, _retry_after(response)))
+                time.sleep(policy.wait(failures, parse_retry_after(response.headers.get("Retry-After"))))
                 continue
             raise OSError(errno.EIO, f"storage answered HTTP {status} to a download", self.path)
 
