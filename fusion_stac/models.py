@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -1058,9 +1058,3 @@ class SignedURL:
         return f"SignedURL(url={redact_url(self.url)!r}, expires_at={self.expires_at.isoformat()!r})"
 
     __str__ = __repr__
-
-
-def iter_models(cls: type[M], items: Iterable[Mapping[str, Any]], **extra: Any) -> Iterator[M]:
-    """``cls.from_api`` over a list payload."""
-    for item in items:
-        yield cls.from_api(item, **extra)

@@ -22,16 +22,6 @@ from fusion_stac.emulator.errors import bad_request
 _FLAT_KEY = re.compile(r"^(?P<model>[A-Za-z]+)\[(?P<field>[A-Za-z0-9_]+)\]$")
 
 
-def parse_json(raw: bytes) -> Any:
-    """Decode a body; an empty body is ``None`` (body-less POSTs still send ``Content-Type: application/json``)."""
-    if not raw or not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"Malformed JSON body: {exc}") from None
-
-
 def model_fields(body: Any, model: str, *, required: bool = True) -> dict[str, Any]:
     """Fields of ``model`` from a flat (``Model[field]``) or nested (``{"Model": {...}}``) body."""
     if body is None:
@@ -167,12 +157,6 @@ def as_list(value: Any, name: str, *, allow_none: bool = False) -> list[Any] | N
         raise bad_request(f"{name} is required")
     if not isinstance(value, list):
         raise bad_request(f"{name} must be a list, not {_json_type(value)}")
-    return value
-
-
-def as_dict(value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad_request(f"{name} must be an object, not {_json_type(value)}")
     return value
 
 

@@ -246,10 +246,6 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0.0 else 32700) + zone
 
 
-def _zone_of(epsg: int) -> tuple[int, bool]:
-    return epsg % 100, epsg < 32700
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Region files shipped with the package
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from odc.geo import CRS, XY, xy_
 from odc.geo.crs import norm_crs
 from odc.geo.geobox import GeoBox, GeoboxTiles
@@ -193,10 +192,3 @@ def chunk_sizes(total: int, size: int) -> tuple[int, ...]:
     """Dask-style chunk sizes along one axis."""
     full, rest = divmod(total, size)
     return (size,) * full + ((rest,) if rest else ())
-
-
-def aligned_chunk(size: int, block: int = 512) -> int:
-    """Round a chunk size to a multiple of the typical COG block size (whole tiles per chunk)."""
-    if size <= block:
-        return size
-    return int(np.round(size / block)) * block
