@@ -184,7 +184,7 @@ def _abort_with_reset(transport: asyncio.Transport | None) -> None:
     transport.abort()
 
 
-def _error_response(storage: bool, status: int, code: str, message: str) -> tuple[bytes, bytes]:
+def _error_response(storage: bool, code: str, message: str) -> tuple[bytes, bytes]:
     """(content type, body) of an injected error in the style of the API (JSON) or storage (XML)."""
     if storage:
         body = (
@@ -278,7 +278,7 @@ class FaultMiddleware:
                 "error_503": (503, "ServiceUnavailable", "Service temporarily unavailable (emulated fault)"),
                 "throttle": (429, "SlowDown", "Too many requests, please slow down (emulated fault)"),
             }[fault]
-            content_type, body = _error_response(storage, status, code, message)
+            content_type, body = _error_response(storage, code, message)
             headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
             if fault == "throttle":
                 headers.append((b"retry-after", _retry_after_text(config.retry_after)))

@@ -156,7 +156,7 @@ def apply(items: Sequence[Mapping[str, Any]], query: ListQuery, spec: ListSpec) 
     selected = [item for item in items if _matches(item, query, spec)]
     selected.sort(key=_order_key, reverse=query.reverse)
     if query.last:
-        cursor = _cursor_key(query.last, selected, items)
+        cursor = _cursor_key(query.last, items)
         if query.reverse:
             selected = [item for item in selected if _order_key(item) < cursor]
         else:
@@ -177,8 +177,7 @@ def _normalise_timestamp(value: str) -> str:
     return _parse_datetime(value, "created_at").isoformat(timespec="microseconds")
 
 
-def _cursor_key(last: dict[str, str], selected: Sequence[Mapping[str, Any]],
-                items: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+def _cursor_key(last: dict[str, str], items: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     if "created_at" in last:
         return (_parse_datetime(last["created_at"], "last[created_at]").isoformat(timespec="microseconds"), last["id"])
     for item in items:

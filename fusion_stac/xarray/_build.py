@@ -237,7 +237,7 @@ def resolve_chunks(chunks: Any, geobox: GeoBox, dtype: np.dtype, nbands: int) ->
         y, x = chunks
     else:
         raise MosaicError(f"chunks={chunks!r}: expected None, 'auto', an int or {{'y': .., 'x': ..}}", field="chunks")
-    auto = _auto_chunk(geobox, dtype, nbands)
+    auto = _auto_chunk(dtype, nbands)
     return (_one(y, ny, auto), _one(x, nx, auto))
 
 
@@ -252,7 +252,7 @@ def _one(v: Any, n: int, auto: int) -> int:
     return min(n, v)
 
 
-def _auto_chunk(geobox: GeoBox, dtype: np.dtype, nbands: int, target_bytes: int = 64 * 2**20) -> int:
+def _auto_chunk(dtype: np.dtype, nbands: int, target_bytes: int = 64 * 2**20) -> int:
     """Square chunks of about ``target_bytes``, a multiple of 512 (whole COG tiles)."""
     side = int(math.sqrt(target_bytes / max(1, dtype.itemsize * nbands)))
     side = max(512, (side // 512) * 512)

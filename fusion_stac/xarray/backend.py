@@ -64,7 +64,7 @@ class FusionBackendEntrypoint(BackendEntrypoint):
         # Whole COG tiles per chunk when the caller asks for chunks={}.
         from fusion_stac.xarray._build import _auto_chunk
 
-        side = _auto_chunk(source.geobox, da.dtype, len(cfg.bands))
+        side = _auto_chunk(da.dtype, len(cfg.bands))
         da.encoding["preferred_chunks"] = {"band": len(cfg.bands), "y": side, "x": side}
         ds = da.to_dataset(name=variable_name)
         ds[variable_name].encoding.update(da.encoding)
