@@ -62,12 +62,15 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-if TYPE_CHECKING:  # pragma: no cover
-    from fusion_stac.client import FusionClient, login
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; a test keeps it in step with _LAZY
+    from fusion_stac.client import FusionClient, ProcessDraft, RetryPolicy, login
     from fusion_stac.errors import (
         AmbiguousNameError,
+        AnalysisError,
         APIError,
         AuthenticationError,
+        ConflictError,
+        ExecutionFailedError,
         FusionError,
         NotFoundError,
         PermissionDeniedError,
@@ -75,4 +78,11 @@ if TYPE_CHECKING:  # pragma: no cover
         ServerError,
         TransportError,
         ValidationError,
+        WaitTimeout,
     )
+    from fusion_stac.fs import FusionFileSystem
+    from fusion_stac.models import SignedURL
+    from fusion_stac.stac import export_catalog, open_catalog, search
+    from fusion_stac.xarray.cog import to_cog
+    from fusion_stac.xarray.mosaic import open_mosaic
+    from fusion_stac.xarray.timeseries import open_timeseries

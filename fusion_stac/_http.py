@@ -216,7 +216,6 @@ class Transport:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
-        self.session.trust_env = True
 
     def close(self) -> None:
         self.session.close()

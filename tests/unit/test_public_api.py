@@ -33,3 +33,18 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"heavy modules imported by `import fusion_stac`: {out}"
+
+
+def test_type_checking_imports_match_the_lazy_map() -> None:
+    """Type checkers see exactly the names `__getattr__` serves, from the same modules."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(fusion_stac.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    seen = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    lazy = dict(fusion_stac._LAZY)
+    # a name may be imported from the package that re-exports it (e.g. fusion_stac.stac for fusion_stac.stac.catalog)
+    assert set(seen) == set(lazy)
+    for name, module in seen.items():
+        assert getattr(__import__(module, fromlist=[name]), name) is getattr(fusion_stac, name), name
