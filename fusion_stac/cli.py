@@ -170,6 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code_for(exc)
 
 
+if __name__ == "__main__":
+    # `python -m fusion_stac.cli` runs this file as a second copy of the module; the command modules
+    # import the real `fusion_stac.cli`, so hand over to it before they are imported here.
+    from fusion_stac.cli import main as _real_main
+
+    sys.exit(_real_main())
+
 # --- commands -------------------------------------------------------------------------------------
 # Imported for their registrations, in the order `fusion-stac --help` lists them.
 from fusion_stac._cli import account, browse, transfer, processes, catalog, raster  # noqa: E402,F401,I001
@@ -188,6 +195,3 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 from fusion_stac._cli import demo  # noqa: E402,F401
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

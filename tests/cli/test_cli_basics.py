@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +107,11 @@ def test_a_missing_extra_is_named(tmp_path: Path) -> None:
     env = clean_env(tmp_path / "home", PYTHONPATH=str(tmp_path / "shadow"))
     result = run_cli(["mosaic", "Some process", str(tmp_path / "m.tif")], env=env)
     result.assert_one_line_error(1, "needs xarray", 'pip install "fusion-stac[xarray]"')
+
+
+@pytest.mark.parametrize("module", ["fusion_stac", "fusion_stac.cli"])
+def test_runs_as_a_module(module: str) -> None:
+    """`python -m fusion_stac[.cli]` is the same command (no circular import through the command modules)."""
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("fusion-stac ")
