@@ -509,11 +509,12 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
         ("PNG", png_bytes()),
         ("JPEG", jpeg_bytes()),
         ("PDF", PDF),
-        ("GZIP", gzip.compress(b"storage" * 100)),
+        ("GZIP", gzip.compress(b"storage" * 100, mtime=0)),  # mtime=0: the same bytes in every xdist worker
         ("ZIP", None),
         ("Other", b"\x00\x01anything at all"),
         ("Something New", b"unknown types are treated as Other"),
     ],
+    ids=["CSV", "PNG", "JPEG", "PDF", "GZIP", "ZIP", "Other", "Something New"],
 )
 def test_plain_file_types_are_publishable(tmp_path: Path, file_type: str, content: bytes | None) -> None:
     path = tmp_path / "file"
