@@ -36,13 +36,12 @@ import math
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 # The emulator-in-a-subprocess harness and the 4 x 4-slice region are shared with traversal.py.
-from traversal import EMAIL, PASSWORD, EmulatorProcess, prepare
+from traversal import EMAIL, PASSWORD, EmulatorProcess, prepare, timed
 
 PAGE_SIZE = 24
 
@@ -77,14 +76,6 @@ def minimum_requests(client: Any, org: str, process_id: str, group_id: str) -> t
     members = list(client.iter_executions(org, process_id, group_id=group_id))
     outputs = {d for e in members for c in client.iter_components(org, e.id) for d in c.outputs}
     return 1 + math.ceil(len(members) / PAGE_SIZE) + len(members) + len(outputs), len(members), len(outputs)
-
-
-def timed(emu: Any, fn: Any, *args: Any) -> tuple[float, int, int]:
-    emu.reset_stats()
-    started = time.perf_counter()
-    result = fn(*args)
-    elapsed = time.perf_counter() - started
-    return elapsed, int(emu.stats()["api_requests"]), result
 
 
 def main(argv: list[str] | None = None) -> int:

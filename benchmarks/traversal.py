@@ -18,8 +18,9 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 EMAIL = "me@org.com"
 PASSWORD = "MyPassword123!"
@@ -148,7 +149,11 @@ def _emulator_main(conn: Any, settings: dict[str, Any]) -> None:
                 conn.send((False, repr(exc)))
 
 
-def timed(emu: Any, fn: Any, *args: Any) -> tuple[float, int, tuple[int, int, int]]:
+R = TypeVar("R")
+
+
+def timed(emu: Any, fn: Callable[..., R], *args: Any) -> tuple[float, int, R]:
+    """Wall time, API requests (counted by the emulator) and result of one call; shared by catalog.py."""
     emu.reset_stats()
     started = time.perf_counter()
     result = fn(*args)
