@@ -13,7 +13,7 @@ signed URL per slice is taken for the peers. Each measurement runs in a **fresh 
 from metadata -- are done before the clock starts; ``ours-api`` signs its URLs inside it). Runs are interleaved across readers; figures are
 medians of ``--runs``. Requests and bytes are counted **on the emulator** (bytes served, so a GET
 that GDAL aborts after the headers still counts what was sent); peak memory is the worker's peak
-RSS above its RSS just before the read.
+RSS (``VmHWM``) above its RSS just before the read.
 
 Readers (same output grid: the slices' own, EPSG:32630 at 30 m; 1/8: 240 m):
   * ``ours``: ``open_mosaic(items=...)`` then ``.values`` (lazily indexed: one buffer, slices read
@@ -252,9 +252,19 @@ PRELOAD = {
 PRELOAD["ours-dask"] = PRELOAD["ours-api"] = PRELOAD["ours"]
 
 
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes. Not ``getrusage``'s ``ru_maxrss``: Linux carries that over
+    ``execve`` from the forked parent (the driver, with the emulator: hundreds of MB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(reader: str, scenario: str, spec: dict[str, Any]) -> dict[str, Any]:
     import importlib
-    import resource
 
     import numpy as np
     import psutil
@@ -279,7 +289,7 @@ def worker(reader: str, scenario: str, spec: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         data = run()
         elapsed = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_rss()
         values = np.asarray(data)
         out: dict[str, Any] = {
             "time": elapsed, "peak_extra": max(0, peak - base), "nbytes": int(values.nbytes),

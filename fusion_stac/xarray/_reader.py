@@ -8,9 +8,11 @@ level the way odc-stac does and let GDAL warp from it). Reads go straight into t
 when the source is alone in that part of the chunk; overlapping sources are read into temporary
 arrays and fused in order with the chosen method.
 
-Dataset handles are cached per thread (GDAL handles are not thread-safe, and rasterio's opener
-registry is per thread), keyed by file id and overview level, so the header is read once per
-file and process; an expired URL is re-signed underneath a handle without reopening it.
+Datasets are opened by one thread of the process (GDAL builds a PROJ context per thread that
+opens a georeferenced file: paid once rather than once per reading thread), then lent to any
+reading thread, one at a time, and kept open between reads, keyed by file id and overview level:
+the header is read once per file and process, and an expired URL is re-signed underneath a
+dataset without reopening it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ import contextvars
 import math
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from fusion_stac.xarray._errors import RasterReadError
-from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpener
+from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpener, load_header
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
 
@@ -114,7 +115,7 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
 
 
 # ------------------------------------------------------------------------------------------
-# per-thread dataset handles
+# dataset handles: opened by one thread, lent to any
 
 
 class _Handle:
@@ -126,10 +127,9 @@ class _Handle:
 
 
 # rasterio keeps its opener registrations in context variables. A handle opened in one context
-# (a dask task runs in a copy of its thread's context) and closed in another would fail to find
-# them (a LookupError printed from C, and a GDAL I/O error). So every GDAL call of ours runs in a
-# context owned by its thread, whose registries are process-wide dicts shared by all such
-# contexts: a handle can then be closed from any of them, e.g. after its thread has ended.
+# and read or closed in another would fail to find them (a LookupError printed from C, and a
+# GDAL I/O error). So every GDAL call of ours runs in a context owned by its thread, whose
+# registries are process-wide dicts shared by all such contexts.
 _SHARED_REGISTRIES: dict[str, dict[Any, Any]] = {}
 
 
@@ -144,77 +144,27 @@ def _install_shared_registries() -> None:
             var.set(_SHARED_REGISTRIES.setdefault(name, {}))
 
 
-class _ThreadState:
-    """One thread's handle cache and GDAL context (kept alive after the thread ends, so that its
-    handles are closed by us, in that context, rather than by the garbage collector)."""
-
-    capacity = 64
-
-    def __init__(self) -> None:
-        self.cache: OrderedDict[tuple[Any, ...], _Handle] = OrderedDict()
-        self.context = contextvars.Context()
-        self.context.run(_install_shared_registries)
-        self.depth = 0
-        self.thread = weakref.ref(threading.current_thread())
-
-
 class _Local(threading.local):
-    state: _ThreadState | None = None
+    context: contextvars.Context | None = None
+    depth = 0
 
 
 _LOCAL = _Local()
-_STATES: list[_ThreadState] = []
-_STATES_LOCK = threading.Lock()
-
-
-def _state() -> _ThreadState:
-    state = _LOCAL.state
-    if state is None:
-        state = _LOCAL.state = _ThreadState()
-        with _STATES_LOCK:
-            dead = [s for s in _STATES if (t := s.thread()) is None or not t.is_alive()]
-            _STATES[:] = [s for s in _STATES if s not in dead]
-            _STATES.append(state)
-        for old in dead:
-            _close_all(old)
-    return state
-
-
-def _close_all(state: _ThreadState) -> None:
-    def run() -> None:
-        while state.cache:
-            _, handle = state.cache.popitem()
-            _close(handle)
-
-    # RuntimeError: the context is in use by its (live) thread, which will close its own.
-    with contextlib.suppress(RuntimeError):
-        state.context.run(run)
-
-
-def close_handles(all_threads: bool = False) -> None:
-    """Close cached dataset handles: this thread's, or every thread's (they reopen on demand)."""
-    if all_threads:
-        with _STATES_LOCK:
-            states = list(_STATES)
-        for state in states:
-            _close_all(state)
-    else:
-        _close_all(_state())
-
-
-atexit.register(close_handles, True)
 
 
 def in_gdal_context(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` in this thread's GDAL context, with our GDAL configuration."""
-    state = _state()
-    if state.depth:
+    local = _LOCAL
+    if local.depth:
         return fn(*args)
-    state.depth += 1
+    if local.context is None:
+        local.context = contextvars.Context()
+        local.context.run(_install_shared_registries)
+    local.depth += 1
     try:
-        return state.context.run(_with_env, fn, args)
+        return local.context.run(_with_env, fn, args)
     finally:
-        state.depth -= 1
+        local.depth -= 1
 
 
 def _with_env(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -222,29 +172,131 @@ def _with_env(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return fn(*args)
 
 
+class _Handles:
+    """Open datasets shared by every reading thread, each lent to one thread at a time (a GDAL
+    dataset may move between threads, but never be used by two at once). Idle ones are kept, up
+    to ``capacity``, least recently used closed first; keyed by file id, never by URL."""
+
+    capacity = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[tuple[Any, ...], list[_Handle]] = OrderedDict()
+        self._count = 0
+
+    def take(self, key: tuple[Any, ...]) -> _Handle | None:
+        with self._lock:
+            stack = self._idle.get(key)
+            if not stack:
+                return None
+            handle = stack.pop()
+            if not stack:
+                del self._idle[key]
+            self._count -= 1
+            return handle
+
+    def give(self, key: tuple[Any, ...], handle: _Handle) -> None:
+        evicted = []
+        with self._lock:
+            self._idle.setdefault(key, []).append(handle)
+            self._idle.move_to_end(key)
+            self._count += 1
+            while self._count > self.capacity:
+                old_key, stack = next(iter(self._idle.items()))
+                evicted.append(stack.pop(0))
+                if not stack:
+                    del self._idle[old_key]
+                self._count -= 1
+        for old in evicted:
+            _close(old)
+
+    def drain(self) -> list[_Handle]:
+        with self._lock:
+            handles = [h for stack in self._idle.values() for h in stack]
+            self._idle.clear()
+            self._count = 0
+        return handles
+
+
+_HANDLES = _Handles()
+
+
+class _OpenerThread:
+    """The one thread that opens datasets. On a thread's first open of a georeferenced file GDAL
+    builds that thread's PROJ context and CRS cache (about 10 ms of CPU, 20 ms for the first in
+    the process); reading needs neither. So opens go to one thread, which pays that once, and the
+    datasets are then lent to any reading thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._local = threading.local()
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if getattr(self._local, "inside", False):
+            return fn(*args)
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="fusion-open", initializer=self._mark)
+                self._pid = os.getpid()
+            pool = self._pool
+        return pool.submit(in_gdal_context, fn, *args).result()
+
+    def _mark(self) -> None:
+        self._local.inside = True
+
+
+_OPENER = _OpenerThread()
+
+
+def close_handles(all_threads: bool = True) -> None:
+    """Close the idle dataset handles (they reopen on demand; handles in use are kept).
+
+    ``all_threads`` is accepted for compatibility: handles are shared by all threads."""
+    handles = _HANDLES.drain()
+    if handles:
+        in_gdal_context(lambda: [_close(h) for h in handles])
+
+
+atexit.register(close_handles)
+
+
 def _close(handle: _Handle) -> None:
     # Closing a broken handle must not mask the error that broke it.
     with contextlib.suppress(Exception):
-        handle.dataset.close()
+        in_gdal_context(handle.dataset.close)
 
 
-def _evict(key: tuple[Any, ...]) -> None:
-    handle = _state().cache.pop(key, None)
-    if handle is not None:
-        _close(handle)
+def _handle_key(source: RasterSource, overview: int | None, transport: Any) -> tuple[Any, ...]:
+    # By file id (never URL); per transport, so that two accounts never share a handle.
+    return (source.key, overview, id(transport))
 
 
-def _open(source: RasterSource, storage: Storage, settings: FetchSettings,
-          overview: int | None = None) -> _Handle:
-    """A cached handle on ``source`` (or on one of its overview levels), for this thread."""
-    state = _state()
-    cache = state.cache
+@contextmanager
+def _lease(source: RasterSource, storage: Storage, settings: FetchSettings,
+           overview: int | None = None) -> Iterator[_Handle]:
+    """A dataset on ``source`` (or one of its overview levels) for this thread's exclusive use;
+    given back afterwards, or closed if anything went wrong while it was out."""
     transport = storage.transport()
     key = _handle_key(source, overview, transport)
-    handle = cache.get(key)
-    if handle is not None:
-        cache.move_to_end(key)
-        return handle
+    handle = _HANDLES.take(key)
+    if handle is None:
+        # The header travels on this thread (fetches run in parallel); the open, on the opener's.
+        load_header(transport, source.key, source.label, settings, source.size)
+        handle = _OPENER.run(_open_dataset, source, transport, settings, overview)
+    ok = False
+    try:
+        yield handle
+        ok = True
+    finally:
+        if ok:
+            _HANDLES.give(key, handle)
+        else:
+            _close(handle)
+
+
+def _open_dataset(source: RasterSource, transport: Any, settings: FetchSettings, overview: int | None) -> _Handle:
     name = source.key.url
     opener = SourceOpener(name, source.key, transport, source.label, settings, source.size)
     kwargs: dict[str, Any] = {} if overview is None else {"overview_level": overview}
@@ -255,19 +307,9 @@ def _open(source: RasterSource, storage: Storage, settings: FetchSettings,
         if failure is not None:
             raise failure from None
         raise RasterReadError(f"{source.label}: GDAL cannot open it as a raster: {exc}", source=source.label) from exc
-    handle = _Handle(dataset, opener)
     if overview is None:
         _check_matches(source, dataset)
-    cache[key] = handle
-    while len(cache) > state.capacity:
-        _, old = cache.popitem(last=False)
-        _close(old)
-    return handle
-
-
-def _handle_key(source: RasterSource, overview: int | None, transport: Any) -> tuple[Any, ...]:
-    # By file id (never URL); per transport, so that two accounts never share a handle.
-    return (source.key, overview, id(transport))
+    return _Handle(dataset, opener)
 
 
 def _check_matches(source: RasterSource, ds: rasterio.io.DatasetReader) -> None:
@@ -286,20 +328,19 @@ def _check_matches(source: RasterSource, ds: rasterio.io.DatasetReader) -> None:
 
 
 @contextmanager
-def _reading(source: RasterSource, key: tuple[Any, ...], handle: _Handle) -> Iterator[None]:
-    """Turn GDAL failures into errors naming the slice; drop the handle (and its cached blocks)."""
+def _reading(source: RasterSource, handle: _Handle) -> Iterator[None]:
+    """Turn GDAL failures into errors naming the slice (the lease then drops the handle and its
+    cached blocks)."""
     try:
         yield
     except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
         failure = handle.opener.take_failure()
-        _evict(key)
         if failure is not None:
             raise failure from None
         raise RasterReadError(f"{source.label}: GDAL could not read it: {exc}", source=source.label) from exc
     failure = handle.opener.take_failure()
     if failure is not None:
         # GDAL swallowed a failed fetch (or decoded a short buffer): never return those pixels.
-        _evict(key)
         raise failure
 
 
@@ -328,47 +369,54 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
 
     Pixels the source does not cover hold the output fill value.
     """
+    with _lease(source, storage, cfg.settings) as handle:
+        ds = handle.dataset
+        ys, xs = rr.roi_src
+        in_bounds = ys.stop <= ds.height and xs.stop <= ds.width and ys.start >= 0 and xs.start >= 0
+        if rr.paste_ok and in_bounds:
+            _paste(source, ys, xs, cfg, handle, out)
+            return
+        # Warp: from the overview level that is still finer than the output.
+        overview = None
+        if cfg.use_overviews and rr.read_shrink > 1:
+            overview = _pick_overview(rr.read_shrink, ds.overviews(cfg.bands[0]))
+        if overview is None:
+            _warp(source, rr, dst_gbox, cfg, handle, out)
+            return
+    with _lease(source, storage, cfg.settings, overview) as handle:
+        _warp(source, rr, dst_gbox, cfg, handle, out)
+
+
+def _paste(source: RasterSource, ys: slice, xs: slice, cfg: ReadConfig, handle: _Handle, out: np.ndarray) -> None:
+    """Same grid (maybe decimated by an integer factor): one RasterIO call; with a smaller buffer
+    than the window GDAL reads the matching overview itself."""
     resampling = resampling_s2rio(cfg.resampling)
     src_nodata = source.nodata
-    fill = cfg.fill_value
-    handle = _open(source, storage, cfg.settings)
-    ds = handle.dataset
-    roi_src = rr.roi_src
-    ys, xs = roi_src
-    in_bounds = ys.stop <= ds.height and xs.stop <= ds.width and ys.start >= 0 and xs.start >= 0
-    native = np.dtype(source.dtype) == out.dtype
-
-    if rr.paste_ok and in_bounds:
-        # Same grid (maybe decimated by an integer factor): one RasterIO call; with a smaller
-        # buffer than the window GDAL reads the matching overview itself.
-        window = Window.from_slices(ys, xs)
-        key = _handle_key(source, None, storage.transport())
-        with _reading(source, key, handle):
-            if native:
-                ds.read(list(cfg.bands), window=window, out=out, resampling=resampling)
-                pix = out
-            else:
-                pix = ds.read(list(cfg.bands), window=window, out_shape=out.shape, resampling=resampling)
-        if pix is out:
-            if not _same_nodata(src_nodata, cfg.fill) and src_nodata is not None:
-                np.copyto(out, out.dtype.type(fill), where=nodata_mask(out, src_nodata))
+    window = Window.from_slices(ys, xs)
+    with _reading(source, handle):
+        if np.dtype(source.dtype) == out.dtype:
+            handle.dataset.read(list(cfg.bands), window=window, out=out, resampling=resampling)
+            pix = out
         else:
-            _convert_into(pix, src_nodata, out, fill)
-        return
+            pix = handle.dataset.read(list(cfg.bands), window=window, out_shape=out.shape, resampling=resampling)
+    if pix is out:
+        if not _same_nodata(src_nodata, cfg.fill) and src_nodata is not None:
+            np.copyto(out, out.dtype.type(cfg.fill_value), where=nodata_mask(out, src_nodata))
+    else:
+        _convert_into(pix, src_nodata, out, cfg.fill_value)
 
-    # Warp: from the overview level that is still finer than the output.
-    overview = None
-    if cfg.use_overviews and rr.read_shrink > 1:
-        overview = _pick_overview(rr.read_shrink, ds.overviews(cfg.bands[0]))
-    if overview is not None:
-        handle = _open(source, storage, cfg.settings, overview)
-    key = _handle_key(source, overview, storage.transport())
+
+def _warp(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig, handle: _Handle,
+          out: np.ndarray) -> None:
+    src_nodata = source.nodata
+    fill = cfg.fill_value
+    native = np.dtype(source.dtype) == out.dtype
     dst_transform = dst_gbox[rr.roi_dst].transform
     # GDAL warps into its own contiguous buffer: never hand it a strided view of the output.
     direct = native and out.flags.c_contiguous
     target = out if direct else np.empty(out.shape, dtype=source.dtype)
     warp_fill = fill if native else (src_nodata if src_nodata is not None else _dtype_fill(source.dtype))
-    with _reading(source, key, handle):
+    with _reading(source, handle):
         rasterio.warp.reproject(
             source=rasterio.band(handle.dataset, list(cfg.bands)),
             destination=target,
@@ -376,7 +424,7 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
             dst_transform=dst_transform,
             dst_crs=dst_gbox.crs.to_wkt() if dst_gbox.crs is not None else None,
             dst_nodata=warp_fill,
-            resampling=resampling,
+            resampling=resampling_s2rio(cfg.resampling),
             init_dest_nodata=True,
             num_threads=1,
         )
@@ -486,7 +534,7 @@ def _prefetch(storage: Storage, sources: Sequence[RasterSource], settings: Fetch
     """Sign the URLs and fetch the headers of all the files a region needs, in the background:
     while one file decodes, the next ones are already on their way (no-ops when cached; a reader
     that arrives first waits for the fetch in flight rather than repeating it)."""
-    from fusion_stac.xarray._http import cached_header, load_header
+    from fusion_stac.xarray._http import cached_header
 
     transport = storage.transport()
     for source in sources:
@@ -608,4 +656,5 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
         finally:
             ds.close()
 
-    return in_gdal_context(run)  # type: ignore[no-any-return]
+    load_header(storage.transport(), key, label, settings, size)
+    return _OPENER.run(run)  # type: ignore[no-any-return]
