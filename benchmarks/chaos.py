@@ -215,10 +215,13 @@ def run_pipeline(emu: Any, region: Path, workdir: Path, name: str, *, attempts: 
             # (nearly) expired, so the broker must sign again, and the pixels must not change
             time.sleep(reread_after)
             # the slices here are so small that their first read held them whole: forget those header
-            # bytes, as a process would for real-sized rasters, so the re-read goes to storage again
+            # bytes and close the open datasets (with their decoded blocks), as a process would for
+            # real-sized rasters, so the re-read goes to storage again
             from fusion_stac.xarray._http import clear_headers
+            from fusion_stac.xarray._reader import close_handles
 
             clear_headers()
+            close_handles()
             again = mosaic_digest(lazy.compute())
             if again != result.mosaic:
                 raise RuntimeError("the mosaic read again after the URLs expired differs from the first read")
