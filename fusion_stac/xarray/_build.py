@@ -29,7 +29,7 @@ from xarray.core import indexing
 
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._grid import bin_sources, chunk_sizes
-from fusion_stac.xarray._reader import ReadConfig, fill_region
+from fusion_stac.xarray._reader import ReadConfig, adopt_thread, fill_region, warm_opener
 from fusion_stac.xarray._source import RasterSource
 from fusion_stac.xarray._storage import Storage
 
@@ -68,18 +68,21 @@ class _Executor:
         self._pid = 0
 
     def get(self, crs: Iterable[str] = ()) -> ThreadPoolExecutor:
-        """The pool; its threads are warmed for ``crs`` (in the background) the first time."""
+        """The pool; its threads are warmed for warping from ``crs`` (in the background) the
+        first time."""
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._workers = int(os.environ.get("FUSION_STAC_READ_THREADS", 0)) or 2 * (os.cpu_count() or 1)
-                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="fusion-read")
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="fusion-read",
+                                                initializer=adopt_thread)
                 self._pid = os.getpid()
                 self._warm: set[str] = set()
             new = sorted(set(crs) - self._warm)
             if new:
                 # GDAL gives each thread its own PROJ context and CRS cache, filled on the
-                # thread's first dataset in a CRS (tens of ms): do that now, while the caller is
-                # still planning, rather than on the first read.
+                # thread's first warp from a CRS (tens of ms): do that now, while the caller is
+                # still planning, rather than on the first read. (Opening needs none of this
+                # here: datasets are opened by the opener thread, warmed by warm_opener.)
                 self._warm.update(new)
                 barrier = threading.Barrier(self._workers)
                 for _ in range(self._workers):
@@ -278,9 +281,10 @@ def build_dataarray(
         coords["time"] = np.array([np.datetime64(_naive_utc(t), "ns") for t in times])  # type: ignore[union-attr]
     dims = ("time", "band", "y", "x") if with_time else ("band", "y", "x")
     resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
+    warm_opener({s.crs for layer in stack.layers for s in layer})
     if resolved is None:
-        # Start (and warm) the reading threads while the caller carries on.
-        _EXECUTOR.get({s.crs for layer in stack.layers for s in layer})
+        # Start the reading threads while the caller carries on, warmed for the CRSs they warp from.
+        _EXECUTOR.get({s.crs for layer in stack.layers for s in layer if s.geobox.crs != geobox.crs})
         lazy = indexing.LazilyIndexedArray(StackArray(stack))
         var = xr.Variable(("time", "band", "y", "x"), lazy)
         if not with_time:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import functools
 import math
 import os
 import threading
@@ -34,9 +35,12 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.warp
+from affine import Affine
+from odc.geo import xy_
 from odc.geo.geobox import GeoBox
-from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
-from odc.geo.roi import roi_is_empty, roi_shape
+from odc.geo.math import is_almost_int, maybe_int, snap_affine
+from odc.geo.overlap import LinearPointTransform, ReprojectInfo, box_overlap, compute_reproject_roi
+from odc.geo.roi import roi_is_empty, roi_shape, scaled_up_roi
 from odc.geo.warp import resampling_s2rio
 from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
@@ -46,7 +50,8 @@ from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpen
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
 
-__all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "close_handles", "fill_region", "nodata_mask"]
+__all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handles", "fill_region", "nodata_mask",
+           "warm_opener"]
 
 METHODS = ("first", "last", "min", "max", "mean")
 
@@ -147,9 +152,17 @@ def _install_shared_registries() -> None:
 class _Local(threading.local):
     context: contextvars.Context | None = None
     depth = 0
+    owned = False  # one of our pool threads: its GDAL configuration is set once, for good
 
 
 _LOCAL = _Local()
+
+
+def adopt_thread() -> None:
+    """Mark the calling thread as one of our readers (a pool initializer): GDAL options are
+    thread-local in child threads, so ours keep theirs rather than set and unset them per call
+    (a rasterio environment costs a few stat calls each time)."""
+    _LOCAL.owned = True
 
 
 def in_gdal_context(fn: Callable[..., Any], *args: Any) -> Any:
@@ -160,11 +173,19 @@ def in_gdal_context(fn: Callable[..., Any], *args: Any) -> Any:
     if local.context is None:
         local.context = contextvars.Context()
         local.context.run(_install_shared_registries)
+        if local.owned:
+            local.context.run(_enter_env_for_good)
     local.depth += 1
     try:
+        if local.owned:
+            return local.context.run(fn, *args)
         return local.context.run(_with_env, fn, args)
     finally:
         local.depth -= 1
+
+
+def _enter_env_for_good() -> None:
+    rasterio.Env(**gdal_options()).__enter__()
 
 
 def _with_env(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -175,7 +196,8 @@ def _with_env(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 class _Handles:
     """Open datasets shared by every reading thread, each lent to one thread at a time (a GDAL
     dataset may move between threads, but never be used by two at once). Idle ones are kept, up
-    to ``capacity``, least recently used closed first; keyed by file id, never by URL."""
+    to ``capacity``, least recently used closed first; keyed by file id, never by URL. Datasets
+    can be opened ahead: a reader that wants one still being opened waits for that open."""
 
     capacity = 64
 
@@ -183,12 +205,14 @@ class _Handles:
         self._lock = threading.Lock()
         self._idle: OrderedDict[tuple[Any, ...], list[_Handle]] = OrderedDict()
         self._count = 0
+        self._pending: dict[tuple[Any, ...], Future[_Handle]] = {}
 
-    def take(self, key: tuple[Any, ...]) -> _Handle | None:
+    def take(self, key: tuple[Any, ...]) -> _Handle | Future[_Handle] | None:
+        """An idle dataset, or the open in flight for ``key`` (now the caller's), or None."""
         with self._lock:
             stack = self._idle.get(key)
             if not stack:
-                return None
+                return self._pending.pop(key, None)
             handle = stack.pop()
             if not stack:
                 del self._idle[key]
@@ -210,12 +234,43 @@ class _Handles:
         for old in evicted:
             _close(old)
 
+    def known(self, key: tuple[Any, ...]) -> bool:
+        with self._lock:
+            return key in self._idle or key in self._pending
+
+    def open_ahead(self, key: tuple[Any, ...], opener: Callable[[], _Handle]) -> None:
+        """Open on the opener thread now; the dataset waits, idle, for its reader."""
+        with self._lock:
+            if key in self._idle or key in self._pending:
+                return
+            future = _OPENER.submit(opener)
+            self._pending[key] = future
+        future.add_done_callback(lambda f: self._landed(key, f))
+
+    def _landed(self, key: tuple[Any, ...], future: Future[_Handle]) -> None:
+        with self._lock:
+            if self._pending.get(key) is not future:
+                return  # a reader claimed it (or it was drained: closed there)
+            del self._pending[key]
+        if future.exception() is None:
+            self.give(key, future.result())
+        # A failed open ahead is forgotten: the reader opens again and meets the error itself.
+
     def drain(self) -> list[_Handle]:
         with self._lock:
             handles = [h for stack in self._idle.values() for h in stack]
             self._idle.clear()
             self._count = 0
+            orphans = list(self._pending.values())
+            self._pending.clear()
+        for future in orphans:
+            future.add_done_callback(_close_result)
         return handles
+
+
+def _close_result(future: Future[_Handle]) -> None:
+    if future.exception() is None:
+        _close(future.result())
 
 
 _HANDLES = _Handles()
@@ -236,18 +291,49 @@ class _OpenerThread:
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if getattr(self._local, "inside", False):
             return fn(*args)
+        return self.submit(fn, *args).result()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="fusion-open", initializer=self._mark)
                 self._pid = os.getpid()
             pool = self._pool
-        return pool.submit(in_gdal_context, fn, *args).result()
+        return pool.submit(in_gdal_context, fn, *args)
 
     def _mark(self) -> None:
         self._local.inside = True
+        adopt_thread()
 
 
 _OPENER = _OpenerThread()
+_WARMED: set[str] = set()
+_WARMED_LOCK = threading.Lock()
+
+
+def warm_opener(crs: Iterable[str]) -> None:
+    """Have the opener thread build its PROJ context and CRS cache for ``crs`` now, in the
+    background (a tiny in-memory GeoTIFF per CRS, opened the way a slice is): the first real open
+    then costs ~1 ms rather than ~20, and that work overlaps the first header fetches instead of
+    waiting for them."""
+    with _WARMED_LOCK:
+        new = sorted(set(crs) - _WARMED)
+        _WARMED.update(new)
+    if new:
+        _OPENER.submit(_warm_open, new)
+
+
+def _warm_open(crs: Sequence[str]) -> None:
+    from rasterio.io import MemoryFile
+
+    for code in crs:
+        # A failure here is only a missed head start.
+        with contextlib.suppress(Exception), MemoryFile() as mem:
+            with mem.open(driver="GTiff", width=1, height=1, count=1, dtype="uint8", crs=code,
+                          transform=Affine(30, 0, 300000, 0, -30, 5790000)) as ds:
+                ds.write(np.zeros((1, 1, 1), dtype="uint8"))
+            with mem.open() as ds:
+                _ = ds.crs
 
 
 def close_handles(all_threads: bool = True) -> None:
@@ -280,7 +366,13 @@ def _lease(source: RasterSource, storage: Storage, settings: FetchSettings,
     given back afterwards, or closed if anything went wrong while it was out."""
     transport = storage.transport()
     key = _handle_key(source, overview, transport)
-    handle = _HANDLES.take(key)
+    got = _HANDLES.take(key)
+    handle = None
+    if isinstance(got, Future):
+        with contextlib.suppress(Exception):  # opened ahead, and that failed: try again here
+            handle = got.result()
+    else:
+        handle = got
     if handle is None:
         # The header travels on this thread (fetches run in parallel); the open, on the opener's.
         load_header(transport, source.key, source.label, settings, source.size)
@@ -349,7 +441,45 @@ def _reading(source: RasterSource, handle: _Handle) -> Iterator[None]:
 
 
 def _reproject_info(source: RasterSource, dst: GeoBox, cfg: ReadConfig) -> ReprojectInfo:
-    return compute_reproject_roi(source.geobox, dst, ttol=0.9 if cfg.nearest else 0.05)
+    ttol = 0.9 if cfg.nearest else 0.05
+    return _paste_info(source.geobox, dst, ttol) or compute_reproject_roi(source.geobox, dst, ttol=ttol)
+
+
+def _paste_info(src: GeoBox, dst: GeoBox, ttol: float, stol: float = 1e-3) -> ReprojectInfo | None:
+    """What :func:`~odc.geo.overlap.compute_reproject_roi` answers when ``src`` pastes into ``dst``
+    (same CRS, north-up grids, integer scale, whole-pixel shift: a group's slices), in plain
+    arithmetic; ``None`` for anything else. odc-geo takes the general route (a matrix decomposition,
+    a few small numpy calls that each release and retake the GIL): ~0.25 ms a slice, several ms
+    per window when reading threads hold the GIL, on the critical path of every read. Same rules,
+    same helpers; a property test holds the two to the same windows."""
+    if not (isinstance(src, GeoBox) and isinstance(dst, GeoBox)) or src.crs != dst.crs:
+        return None
+    st, dt = src.transform, dst.transform
+    if st.b or st.d or dt.b or dt.d:
+        return None
+    fwd = (~dt) @ st  # src pixel -> dst pixel, as odc-geo computes it
+    A = ~fwd  # dst pixel -> src pixel
+    if A.a <= 0 or A.e <= 0:
+        return None  # flipped axes: not a paste
+    scale = min(A.a, A.e)
+    if not is_almost_int(scale, stol):
+        return None
+    shrink = _read_shrink(scale)
+    A_ = Affine.scale(1 / shrink, 1 / shrink) @ A
+    if abs(A_.a - 1) > stol or abs(A_.e - 1) > stol or not (is_almost_int(A_.c, ttol) and is_almost_int(A_.f, ttol)):
+        return None
+    if shrink == 1:
+        roi_src, roi_dst = box_overlap(src.shape, dst.shape, snap_affine(A, ttol=ttol, stol=stol))
+    else:
+        roi_src, roi_dst = box_overlap(src.zoom_out(shrink).shape, dst.shape, snap_affine(A_, ttol=ttol, stol=stol))
+        roi_src = scaled_up_roi(roi_src, shrink)
+    return ReprojectInfo(roi_src=roi_src, roi_dst=roi_dst, scale=scale, scale2=xy_(A.a, A.e), paste_ok=True,
+                         read_shrink=shrink, transform=LinearPointTransform(fwd))
+
+
+def _read_shrink(scale: float, tol: float = 1e-3) -> int:
+    """The integer shrink factor odc-geo reads at (2.9999 -> 3, 2.8 -> 2, below 1 -> 1)."""
+    return 1 if scale < 1 else int(maybe_int(scale, tol))
 
 
 def _pick_overview(read_shrink: int, factors: Sequence[int]) -> int | None:
@@ -500,11 +630,14 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
             dst[...] = dst.dtype.type(cfg.fill_value)
     if not parts:
         return dst
-    # Files that will wait for a free reader get their URL and header in the background; the
-    # first ones are started by the readers themselves (no extra threads competing for the GIL).
+    # Files that will wait for a free reader get their URL, header and dataset in the background;
+    # the first ones are started by the readers themselves. One task hands the rest out: this
+    # thread, about to start the readers, must not queue for the GIL once per file (each hand-off
+    # to a busy pool can cost it a whole switch interval, 5 ms).
     readers = getattr(executor, "_max_workers", 1) if executor is not None else 1
     if len(parts) > readers:
-        _prefetch(storage, [p.source for p in parts[readers:]], cfg.settings)
+        transport = storage.transport()
+        transport.pool.submit(_quietly, _prefetch, storage, [p.source for p in parts[readers:]], cfg.settings)
 
     def direct(part: _Part) -> None:
         ys, xs = part.rr.roi_dst
@@ -531,15 +664,28 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
 
 
 def _prefetch(storage: Storage, sources: Sequence[RasterSource], settings: FetchSettings) -> None:
-    """Sign the URLs and fetch the headers of all the files a region needs, in the background:
-    while one file decodes, the next ones are already on their way (no-ops when cached; a reader
-    that arrives first waits for the fetch in flight rather than repeating it)."""
+    """Sign the URLs and fetch the headers of the files a region needs, in the background, and
+    open the datasets ahead on the opener thread: while one file decodes, the next ones are ready
+    (no-ops when open or cached; a reader that arrives first waits for the work in flight rather
+    than repeating it). At most half the handle capacity is opened ahead."""
     from fusion_stac.xarray._http import cached_header
 
     transport = storage.transport()
+    ahead = _HANDLES.capacity // 2
     for source in sources:
-        if cached_header(source.key) is None:
+        key = _handle_key(source, None, transport)
+        if _HANDLES.known(key):
+            continue
+        if ahead > 0:
+            ahead -= 1
+            transport.pool.submit(_quietly, _open_ahead, key, source, transport, settings)
+        elif cached_header(source.key) is None:
             transport.pool.submit(_quietly, load_header, transport, source.key, source.label, settings, source.size)
+
+
+def _open_ahead(key: tuple[Any, ...], source: RasterSource, transport: Any, settings: FetchSettings) -> None:
+    load_header(transport, source.key, source.label, settings, source.size)
+    _HANDLES.open_ahead(key, functools.partial(_open_dataset, source, transport, settings, None))
 
 
 def _quietly(fn: Callable[..., Any], *args: Any) -> None:
