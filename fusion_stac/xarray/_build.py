@@ -68,8 +68,7 @@ class _Executor:
         self._pid = 0
 
     def get(self, crs: Iterable[str] = ()) -> ThreadPoolExecutor:
-        """The pool; its threads are warmed for warping from ``crs`` (in the background) the
-        first time."""
+        """The pool, its threads started; warmed for warping from ``crs`` (in the background)."""
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._workers = int(os.environ.get("FUSION_STAC_READ_THREADS", 0)) or 2 * (os.cpu_count() or 1)
@@ -77,6 +76,7 @@ class _Executor:
                                                 initializer=adopt_thread)
                 self._pid = os.getpid()
                 self._warm: set[str] = set()
+                prestart(self._pool)
             new = sorted(set(crs) - self._warm)
             if new:
                 # GDAL gives each thread its own PROJ context and CRS cache, filled on the
@@ -90,11 +90,29 @@ class _Executor:
             return self._pool
 
 
+def prestart(pool: ThreadPoolExecutor) -> None:
+    """Start every thread of ``pool`` now. A pool starts its threads one per submit, and each
+    start waits for the new thread to run: at read time, with busy threads holding the GIL, that
+    is a wait of up to a switch interval (5 ms) per thread, on the critical path."""
+    missing = getattr(pool, "_max_workers", 0) - len(getattr(pool, "_threads", ()))
+    if missing <= 0:
+        return
+    # Each task holds its thread until all have one: every submit finds no idle thread and starts
+    # one (threads already there and idle may take a task: the barrier fills all the same).
+    barrier = threading.Barrier(missing)
+    for _ in range(missing):
+        pool.submit(_meet, barrier)
+
+
+def _meet(barrier: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=1)
+
+
 def _warm_thread(barrier: threading.Barrier, crs: list[str]) -> None:
     import rasterio.crs
 
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=5)  # one task per thread: every thread takes one
+    _meet(barrier)
     for code in crs:
         with contextlib.suppress(Exception):
             rasterio.crs.CRS.from_user_input(code).to_wkt()
@@ -283,8 +301,11 @@ def build_dataarray(
     resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
     warm_opener({s.crs for layer in stack.layers for s in layer})
     if resolved is None:
-        # Start the reading threads while the caller carries on, warmed for the CRSs they warp from.
+        # Start the reading and fetching threads while the caller carries on, the readers warmed
+        # for the CRSs they warp from.
         _EXECUTOR.get({s.crs for layer in stack.layers for s in layer if s.geobox.crs != geobox.crs})
+        with contextlib.suppress(Exception):  # a head start only: reading meets any error itself
+            prestart(stack.storage.transport().pool)
         lazy = indexing.LazilyIndexedArray(StackArray(stack))
         var = xr.Variable(("time", "band", "y", "x"), lazy)
         if not with_time:
