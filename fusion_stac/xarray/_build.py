@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,7 +68,7 @@ class _Executor:
         self._pid = 0
 
     def get(self, crs: Iterable[str] = ()) -> ThreadPoolExecutor:
-        """The pool, its threads started; warmed for warping from ``crs`` (in the background)."""
+        """The pool; its threads are warmed for warping from ``crs`` (in the background)."""
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._workers = int(os.environ.get("FUSION_STAC_READ_THREADS", 0)) or 2 * (os.cpu_count() or 1)
@@ -76,46 +76,63 @@ class _Executor:
                                                 initializer=adopt_thread)
                 self._pid = os.getpid()
                 self._warm: set[str] = set()
-                prestart(self._pool)
             new = sorted(set(crs) - self._warm)
-            if new:
-                # GDAL gives each thread its own PROJ context and CRS cache, filled on the
-                # thread's first warp from a CRS (tens of ms): do that now, while the caller is
-                # still planning, rather than on the first read. (Opening needs none of this
-                # here: datasets are opened by the opener thread, warmed by warm_opener.)
-                self._warm.update(new)
-                barrier = threading.Barrier(self._workers)
-                for _ in range(self._workers):
-                    self._pool.submit(_warm_thread, barrier, new)
-            return self._pool
+            self._warm.update(new)
+            pool = self._pool
+        if new:
+            # GDAL gives each thread its own PROJ context and CRS cache, filled on the thread's
+            # first warp from a CRS (tens of ms): do that now, while the caller is still planning,
+            # rather than on the first read. (Opening needs none of this here: datasets are opened
+            # by the opener thread, warmed by warm_opener.)
+            prestart(pool, _warm_crs, new)
+        return pool
 
 
-def prestart(pool: ThreadPoolExecutor) -> None:
-    """Start every thread of ``pool`` now. A pool starts its threads one per submit, and each
-    start waits for the new thread to run: at read time, with busy threads holding the GIL, that
-    is a wait of up to a switch interval (5 ms) per thread, on the critical path."""
+def prestart(pool: ThreadPoolExecutor, then: Callable[..., Any] | None = None, *args: Any) -> None:
+    """Start every thread of ``pool`` now (and have each run ``then(*args)``, best effort). A pool
+    starts a thread per submit, and each start waits for the new thread to run: at read time, with
+    busy threads holding the GIL, up to a switch interval (5 ms) each, on the critical path."""
     missing = getattr(pool, "_max_workers", 0) - len(getattr(pool, "_threads", ()))
     if missing <= 0:
+        if then is not None:
+            for _ in range(getattr(pool, "_max_workers", 1)):
+                pool.submit(_quietly, then, *args)
         return
-    # Each task holds its thread until all have one: every submit finds no idle thread and starts
-    # one (threads already there and idle may take a task: the barrier fills all the same).
-    barrier = threading.Barrier(missing)
-    for _ in range(missing):
-        pool.submit(_meet, barrier)
+    # Each task holds its thread until every submit is done, so each submit finds no idle thread
+    # and starts one; released right after the loop (never a wait on threads busy elsewhere).
+    go = threading.Event()
+    try:
+        for _ in range(missing):
+            pool.submit(_hold, go, then, args)
+    finally:
+        go.set()
 
 
-def _meet(barrier: threading.Barrier) -> None:
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=1)
+def _hold(go: threading.Event, then: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
+    go.wait(timeout=5)
+    if then is not None:
+        _quietly(then, *args)
 
 
-def _warm_thread(barrier: threading.Barrier, crs: list[str]) -> None:
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    with contextlib.suppress(Exception):
+        fn(*args)
+
+
+def _warm_crs(crs: list[str]) -> None:
     import rasterio.crs
 
-    _meet(barrier)
     for code in crs:
-        with contextlib.suppress(Exception):
-            rasterio.crs.CRS.from_user_input(code).to_wkt()
+        rasterio.crs.CRS.from_user_input(code).to_wkt()
+
+
+def start_reading(stack: Stack, warp_crs: Iterable[str]) -> None:
+    """Get what a first read needs going while the caller carries on: the opener thread's PROJ
+    context for the stack's CRSs (in the background) and the reading threads (started here, a
+    few ms; warmed in the background for the CRSs they warp from). The fetching threads start on
+    demand: starting them all here cost more than it saved (measured, benchmarks/mosaic.py)."""
+    warm_opener({s.crs for layer in stack.layers for s in layer})
+    prestart(_EXECUTOR.get(warp_crs))
 
 
 _EXECUTOR = _Executor()
@@ -299,19 +316,15 @@ def build_dataarray(
         coords["time"] = np.array([np.datetime64(_naive_utc(t), "ns") for t in times])  # type: ignore[union-attr]
     dims = ("time", "band", "y", "x") if with_time else ("band", "y", "x")
     resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
-    warm_opener({s.crs for layer in stack.layers for s in layer})
     if resolved is None:
-        # Start the reading and fetching threads while the caller carries on, the readers warmed
-        # for the CRSs they warp from.
-        _EXECUTOR.get({s.crs for layer in stack.layers for s in layer if s.geobox.crs != geobox.crs})
-        with contextlib.suppress(Exception):  # a head start only: reading meets any error itself
-            prestart(stack.storage.transport().pool)
+        start_reading(stack, {s.crs for layer in stack.layers for s in layer if s.geobox.crs != geobox.crs})
         lazy = indexing.LazilyIndexedArray(StackArray(stack))
         var = xr.Variable(("time", "band", "y", "x"), lazy)
         if not with_time:
             var = var[0]
         data: Any = var
     else:
+        warm_opener({s.crs for layer in stack.layers for s in layer})
         data = dask_array(stack, resolved, with_time=with_time)
     out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs))
     out.coords["band_name"] = ("band", list(band_names))
