@@ -265,3 +265,56 @@ def test_graph_pickles_without_urls_or_secrets(world: World) -> None:
     assert b"sig=" not in blob and b"expires=" not in blob
     restored = pickle.loads(pickle.dumps(da))
     np.testing.assert_array_equal(restored.values[0], world.grid_expected)
+
+
+def test_a_dataset_opened_once_serves_every_thread(world: World) -> None:
+    """Datasets are opened by one thread and lent to any: a window read again from other threads
+    (a user's thread pool, dask's) costs no second header and no second open."""
+    import threading
+
+    from fusion_stac.xarray import _reader
+
+    opened: list[str] = []
+    real_open = _reader._open_dataset
+
+    def counting_open(source: Any, *args: Any) -> Any:
+        opened.append(threading.current_thread().name)
+        return real_open(source, *args)
+
+    da = open_mosaic(items=world.grid, storage=world.storage())
+    window = da.isel(y=slice(0, 64), x=slice(0, 64))  # inside slice 1 only
+    _reader._open_dataset = counting_open
+    try:
+        results: list[np.ndarray] = []
+        for _ in range(3):
+            thread = threading.Thread(target=lambda: results.append(window.values[0]))
+            thread.start()
+            thread.join()
+    finally:
+        _reader._open_dataset = real_open
+    for got in results:
+        np.testing.assert_array_equal(got, world.grid_expected[:64, :64])
+    assert len(results) == 3
+    assert opened == ["fusion-open_0"], opened  # once, and on the opener thread
+    assert _requests(world, world.grid)[0] == 1 + 3  # the header once, then one request per read for the tiles
+
+
+def test_slices_waiting_for_a_reader_are_opened_ahead(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one reading thread, the slices after the first are signed, fetched and opened in the
+    background: each is still opened once and its header fetched once."""
+    from fusion_stac.xarray import _build, _reader
+
+    opened: list[Any] = []
+    real_open = _reader._open_dataset
+
+    def counting_open(source: Any, *args: Any) -> Any:
+        opened.append(source.key)
+        return real_open(source, *args)
+
+    monkeypatch.setattr(_reader, "_open_dataset", counting_open)
+    monkeypatch.setenv("FUSION_STAC_READ_THREADS", "1")
+    monkeypatch.setattr(_build, "_EXECUTOR", _build._Executor())  # a pool of one thread
+    da = open_mosaic(items=world.grid, storage=world.storage())
+    np.testing.assert_array_equal(da.values[0], world.grid_expected)
+    assert sorted(map(str, opened)) == sorted(str(s.key) for s in world.grid)
+    assert _requests(world, world.grid) == [2, 2, 2, 2]
