@@ -60,7 +60,7 @@ class Stack:
 
 
 class _Executor:
-    """One reading pool per process (threads keep their dataset handles between calls)."""
+    """One reading pool per process (its threads borrow the datasets the opener thread opened)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
