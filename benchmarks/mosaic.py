@@ -294,8 +294,12 @@ def worker(reader: str, scenario: str, spec: dict[str, Any]) -> dict[str, Any]:
         elif reader == "vrt":
             open_step, read_step = _vrt(spec, scenario, tmp)
         else:  # one call does it all: all of it is timed as the read
-            run = {"odc-stac": _odc, "rioxarray": _rioxarray}[reader](spec, scenario) if reader != "download" \
-                else _download(spec, tmp)
+            if reader == "odc-stac":
+                run = _odc(spec, scenario)
+            elif reader == "rioxarray":
+                run = _rioxarray(spec, scenario)
+            else:
+                run = _download(spec, tmp)
             open_step, read_step = (lambda: None), (lambda _: run())
         base = psutil.Process().memory_info().rss
         t0 = time.perf_counter()

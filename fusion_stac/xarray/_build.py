@@ -10,11 +10,10 @@ that touch the chunk; each task carries file ids, grid and plain settings, never
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +28,7 @@ from xarray.core import indexing
 
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._grid import bin_sources, chunk_sizes
-from fusion_stac.xarray._reader import ReadConfig, adopt_thread, fill_region, warm_opener
+from fusion_stac.xarray._reader import ReadConfig, _quietly, adopt_thread, fill_region, warm_opener
 from fusion_stac.xarray._source import RasterSource
 from fusion_stac.xarray._storage import Storage
 
@@ -68,7 +67,7 @@ class _Executor:
         self._pid = 0
 
     def get(self, crs: Iterable[str] = ()) -> ThreadPoolExecutor:
-        """The pool; its threads are warmed for warping from ``crs`` (in the background)."""
+        """The pool, its threads started; warmed for warping from ``crs`` (in the background)."""
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._workers = int(os.environ.get("FUSION_STAC_READ_THREADS", 0)) or 2 * (os.cpu_count() or 1)
@@ -76,47 +75,32 @@ class _Executor:
                                                 initializer=adopt_thread)
                 self._pid = os.getpid()
                 self._warm: set[str] = set()
+                prestart(self._pool)
             new = sorted(set(crs) - self._warm)
             self._warm.update(new)
             pool = self._pool
-        if new:
-            # GDAL gives each thread its own PROJ context and CRS cache, filled on the thread's
-            # first warp from a CRS (tens of ms): do that now, while the caller is still planning,
-            # rather than on the first read. (Opening needs none of this here: datasets are opened
-            # by the opener thread, warmed by warm_opener.)
-            prestart(pool, _warm_crs, new)
+        # GDAL gives each thread its own PROJ context and CRS cache, filled on the thread's first
+        # warp from a CRS (tens of ms): do that now, while the caller is still planning, rather
+        # than on the first read, best effort. (Opening needs none of this here: datasets are
+        # opened by the opener thread, warmed by warm_opener.)
+        for _ in range(self._workers if new else 0):
+            pool.submit(_quietly, _warm_crs, new)
         return pool
 
 
-def prestart(pool: ThreadPoolExecutor, then: Callable[..., Any] | None = None, *args: Any) -> None:
-    """Start every thread of ``pool`` now (and have each run ``then(*args)``, best effort). A pool
-    starts a thread per submit, and each start waits for the new thread to run: at read time, with
-    busy threads holding the GIL, up to a switch interval (5 ms) each, on the critical path."""
+def prestart(pool: ThreadPoolExecutor) -> None:
+    """Start every thread of ``pool`` now. A pool starts a thread per submit, and each start waits
+    for the new thread to run: at read time, with busy threads holding the GIL, up to a switch
+    interval (5 ms) each, on the critical path."""
     missing = getattr(pool, "_max_workers", 0) - len(getattr(pool, "_threads", ()))
-    if missing <= 0:
-        if then is not None:
-            for _ in range(getattr(pool, "_max_workers", 1)):
-                pool.submit(_quietly, then, *args)
-        return
     # Each task holds its thread until every submit is done, so each submit finds no idle thread
     # and starts one; released right after the loop (never a wait on threads busy elsewhere).
     go = threading.Event()
     try:
-        for _ in range(missing):
-            pool.submit(_hold, go, then, args)
+        for _ in range(max(0, missing)):
+            pool.submit(go.wait, 5)
     finally:
         go.set()
-
-
-def _hold(go: threading.Event, then: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
-    go.wait(timeout=5)
-    if then is not None:
-        _quietly(then, *args)
-
-
-def _quietly(fn: Callable[..., Any], *args: Any) -> None:
-    with contextlib.suppress(Exception):
-        fn(*args)
 
 
 def _warm_crs(crs: list[str]) -> None:
@@ -132,7 +116,7 @@ def start_reading(stack: Stack, warp_crs: Iterable[str]) -> None:
     few ms; warmed in the background for the CRSs they warp from). The fetching threads start on
     demand: starting them all here cost more than it saved (measured, benchmarks/mosaic.py)."""
     warm_opener({s.crs for layer in stack.layers for s in layer})
-    prestart(_EXECUTOR.get(warp_crs))
+    _EXECUTOR.get(warp_crs)
 
 
 _EXECUTOR = _Executor()

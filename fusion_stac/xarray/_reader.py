@@ -46,7 +46,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from fusion_stac.xarray._errors import RasterReadError
-from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpener, load_header
+from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpener, cached_header, load_header
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
 
@@ -153,6 +153,7 @@ class _Local(threading.local):
     context: contextvars.Context | None = None
     depth = 0
     owned = False  # one of our pool threads: its GDAL configuration is set once, for good
+    opener = False  # the opener thread
 
 
 _LOCAL = _Local()
@@ -204,7 +205,6 @@ class _Handles:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: OrderedDict[tuple[Any, ...], list[_Handle]] = OrderedDict()
-        self._count = 0
         self._pending: dict[tuple[Any, ...], Future[_Handle]] = {}
 
     def take(self, key: tuple[Any, ...]) -> _Handle | Future[_Handle] | None:
@@ -216,7 +216,6 @@ class _Handles:
             handle = stack.pop()
             if not stack:
                 del self._idle[key]
-            self._count -= 1
             return handle
 
     def give(self, key: tuple[Any, ...], handle: _Handle) -> None:
@@ -224,13 +223,12 @@ class _Handles:
         with self._lock:
             self._idle.setdefault(key, []).append(handle)
             self._idle.move_to_end(key)
-            self._count += 1
-            while self._count > self.capacity:
+            excess = sum(map(len, self._idle.values())) - self.capacity
+            for _ in range(excess):
                 old_key, stack = next(iter(self._idle.items()))
                 evicted.append(stack.pop(0))
                 if not stack:
                     del self._idle[old_key]
-                self._count -= 1
         for old in evicted:
             _close(old)
 
@@ -260,7 +258,6 @@ class _Handles:
         with self._lock:
             handles = [h for stack in self._idle.values() for h in stack]
             self._idle.clear()
-            self._count = 0
             orphans = list(self._pending.values())
             self._pending.clear()
         for future in orphans:
@@ -286,10 +283,9 @@ class _OpenerThread:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
-        self._local = threading.local()
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if getattr(self._local, "inside", False):
+        if _LOCAL.opener:
             return fn(*args)
         return self.submit(fn, *args).result()
 
@@ -301,8 +297,9 @@ class _OpenerThread:
             pool = self._pool
         return pool.submit(in_gdal_context, fn, *args)
 
-    def _mark(self) -> None:
-        self._local.inside = True
+    @staticmethod
+    def _mark() -> None:
+        _LOCAL.opener = True
         adopt_thread()
 
 
@@ -336,10 +333,9 @@ def _warm_open(crs: Sequence[str]) -> None:
                 _ = ds.crs
 
 
-def close_handles(all_threads: bool = True) -> None:
-    """Close the idle dataset handles (they reopen on demand; handles in use are kept).
-
-    ``all_threads`` is accepted for compatibility: handles are shared by all threads."""
+def close_handles() -> None:
+    """Close the idle dataset handles of every thread (they reopen on demand; handles in use are
+    kept)."""
     handles = _HANDLES.drain()
     if handles:
         in_gdal_context(lambda: [_close(h) for h in handles])
@@ -668,8 +664,6 @@ def _prefetch(storage: Storage, sources: Sequence[RasterSource], settings: Fetch
     open the datasets ahead on the opener thread: while one file decodes, the next ones are ready
     (no-ops when open or cached; a reader that arrives first waits for the work in flight rather
     than repeating it). At most half the handle capacity is opened ahead."""
-    from fusion_stac.xarray._http import cached_header
-
     transport = storage.transport()
     ahead = _HANDLES.capacity // 2
     for source in sources:

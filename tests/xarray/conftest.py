@@ -104,7 +104,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def cold(world: World) -> Iterator[None]:
     """Every test starts cold: no cached headers or handles, zeroed counters, no queued faults."""
     clear_headers()
-    close_handles(all_threads=True)
+    close_handles()
     world.server.reset()
     yield
-    close_handles(all_threads=True)
+    close_handles()

@@ -89,10 +89,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 @pytest.fixture(autouse=True)
 def cold() -> Iterator[None]:
     clear_headers()
-    close_handles(all_threads=True)
+    close_handles()
     FILE_STATS.reset()
     yield
-    close_handles(all_threads=True)
+    close_handles()
 
 
 def _items(platform: Platform, process: Any) -> list[Any]:
@@ -228,7 +228,7 @@ def test_coarse_mosaic_reads_overviews(platform: Platform) -> None:
     full.values  # noqa: B018
     full_bytes = sum(b for _, b in FILE_STATS.snapshot().values())
     clear_headers()
-    close_handles(all_threads=True)
+    close_handles()
     FILE_STATS.reset()
     factor = factors[-1]
     coarse = open_mosaic(platform.client, process=platform.fine, resolution=30.0 * factor, fetch=small_reads)
