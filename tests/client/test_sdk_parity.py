@@ -101,8 +101,8 @@ def test_sdk_and_client_agree_on_an_sdk_made_run(client_emu: Any, tmp_path: Path
                                         if str(e.id) == first_exec).components
                         for o in c.outputs if str(o.id) == data_id)
         sdk_files = list(sdk_data.files)
-        sdk_files[0].download(path=str(tmp_path / "sdk.tif"))
-        sdk_files[0].download_complete(wait=True)
+        # download(wait=False) already clears a finished thread, after which download_complete() raises: wait here
+        sdk_files[0].download(path=str(tmp_path / "sdk.tif"), wait=True)
         assert ours_path.read_bytes() == (tmp_path / "sdk.tif").read_bytes()
     finally:
         client.close()
