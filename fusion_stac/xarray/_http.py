@@ -29,7 +29,8 @@ from rasterio.abc import MultiByteRangeResourceContainer
 from fusion_stac.fs._broker import FileKey, VersionPin
 from fusion_stac.fs._transport import Transport, merge_ranges
 
-__all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "clear_headers"]
+__all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "clear_headers",
+           "coarse_first_request"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class FetchSettings:
     """Plain, picklable knobs of the range reads (they travel in the dask graph)."""
 
     header_bytes: int = 64 * 1024  # first request of a file: a COG's IFDs in one go
+    coarse_bytes: int = 4 * 1024 * 1024  # most a first request takes to bring a COG's coarse levels along
     readahead: int = 64 * 1024  # smallest request for a small read past the header
     merge_gap: int = 1024 * 1024  # tiles closer than this share a request (a round trip costs more)
 
@@ -76,12 +78,15 @@ FILE_STATS = FileStats()
 
 class _HeaderCache:
     """First bytes and size of recently opened files: reopening one (another thread, an overview
-    level) costs no request. Keyed by file id, never by URL."""
+    level) costs no request. Keyed by file id, never by URL; bounded in entries and in bytes
+    (a coarse read's first request brings overview tiles along)."""
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._data: OrderedDict[FileKey, tuple[int, bytes]] = OrderedDict()
+        self._bytes = 0
         self._locks: dict[FileKey, threading.Lock] = {}
 
     def get(self, key: FileKey) -> tuple[int, bytes] | None:
@@ -93,14 +98,18 @@ class _HeaderCache:
 
     def put(self, key: FileKey, size: int, header: bytes) -> None:
         with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1])
             self._data[key] = (size, header)
-            self._data.move_to_end(key)
-            while len(self._data) > self.capacity:
-                self._data.popitem(last=False)
+            self._bytes += len(header)
+            while len(self._data) > 1 and (len(self._data) > self.capacity or self._bytes > self.max_bytes):
+                self._bytes -= len(self._data.popitem(last=False)[1][1])
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._bytes = 0
 
     def lock_for(self, key: FileKey) -> threading.Lock:
         """A lock per file, so that threads opening the same file fetch its header once."""
@@ -127,8 +136,11 @@ def clear_headers() -> None:
 
 
 def load_header(transport: Transport, key: FileKey, label: str, settings: FetchSettings,
-                size: int | None) -> tuple[int, bytes]:
-    """``(size, first bytes)`` of a file: one request the first time, none afterwards."""
+                size: int | None, first: int = 0) -> tuple[int, bytes]:
+    """``(size, first bytes)`` of a file: one request the first time, none afterwards.
+
+    ``first``: how many bytes that request takes when more than ``settings.header_bytes`` are
+    wanted (see :func:`coarse_first_request`)."""
     hit = _HEADERS.get(key)
     if hit is not None:
         return hit
@@ -136,11 +148,38 @@ def load_header(transport: Transport, key: FileKey, label: str, settings: FetchS
         hit = _HEADERS.get(key)
         if hit is not None:
             return hit
-        return _fetch_header(transport, key, label, settings, size)
+        return _fetch_header(transport, key, label, settings, size, first)
+
+
+def coarse_first_request(settings: FetchSettings, size: int | None, shrink: int,
+                         overviews: Sequence[int] = ()) -> int:
+    """Bytes for the first request of a cloud-optimized GeoTIFF that will be read at 1/``shrink``.
+
+    A COG keeps its IFDs first and then the tiles of its overviews, coarsest first (GDAL's COG
+    layout), so the level such a read uses (the coarsest of ``overviews`` not above ``shrink``;
+    unknown levels: the largest power of two, with a full pyramid below it) and every coarser one
+    sit right behind the header: ``size / k**2`` bytes for each level ``k`` if overviews compressed
+    like the full image; half as much again is asked (they compress a little worse). Taking them
+    with the header saves a round trip per file. Only from 1/4 down (at 1/2 the level is a quarter
+    of the file: guessing its end wastes more than a round trip costs) and up to
+    ``settings.coarse_bytes``; otherwise ``settings.header_bytes``. A short guess costs one request
+    for the rest."""
+    if size is None or shrink < 4:
+        return settings.header_bytes
+    if overviews:
+        used = [k for k in overviews if k <= shrink]
+        if not used or max(used) < 4:
+            return settings.header_bytes
+        fraction = sum(1 / (k * k) for k in overviews if k >= max(used))
+    else:
+        f = 1 << (int(shrink).bit_length() - 1)
+        fraction = 4 / 3 / (f * f)
+    want = settings.header_bytes + int(1.5 * size * fraction)
+    return want if want <= settings.coarse_bytes else settings.header_bytes
 
 
 def _fetch_header(transport: Transport, key: FileKey, label: str, settings: FetchSettings,
-                  size: int | None) -> tuple[int, bytes]:
+                  size: int | None, first: int = 0) -> tuple[int, bytes]:
     if size is None:
         # Metadata did not say: a 1-byte read reports the size (Content-Range), then the header.
         with transport.open_range(key, 0, 1, path=label) as probe:
@@ -149,7 +188,7 @@ def _fetch_header(transport: Transport, key: FileKey, label: str, settings: Fetc
             raise OSError(f"{label}: storage did not report the file size")
         size = probe.total
         FILE_STATS.add(key, 1, 1)
-    data = transport.read_range(key, 0, min(settings.header_bytes, size), path=label, size=size)
+    data = transport.read_range(key, 0, min(max(settings.header_bytes, first), size), path=label, size=size)
     FILE_STATS.add(key, 1, len(data))
     _HEADERS.put(key, size, data)
     return size, data
@@ -207,6 +246,9 @@ class RemoteFile(io.RawIOBase):
         hit = self._cached(start, end)
         if hit is not None:
             return hit
+        known = len(self._header)
+        if start < known:  # straddles the end of the header: fetch only the rest
+            return self._header[start:] + self._range(known, end)
         if end - start < self.settings.readahead:
             # Small reads (IFDs, tile-index pages) come in runs: fetch a little more, once.
             block = self._fetch(start, min(self.size, start + self.settings.readahead))
@@ -238,7 +280,9 @@ class RemoteFile(io.RawIOBase):
         out: list[bytes | None] = [self._cached(s, e) for s, e in ranges]
         missing = [i for i, hit in enumerate(out) if hit is None]
         if missing:
-            wanted = [ranges[i] for i in missing]
+            # What a range shares with the header comes from it; only the rest is fetched.
+            known = len(self._header)
+            wanted = [(max(ranges[i][0], known), ranges[i][1]) for i in missing]
             try:
                 got = self.transport.read_ranges(self.key, wanted, path=self.label, size=self.size, pin=self._pin,
                                                  max_gap=self.settings.merge_gap)
@@ -248,7 +292,8 @@ class RemoteFile(io.RawIOBase):
             merged = merge_ranges(wanted, max_gap=self.settings.merge_gap)
             FILE_STATS.add(self.key, len(merged), sum(e - s for s, e in merged))
             for i, data in zip(missing, got, strict=True):
-                out[i] = data
+                start = ranges[i][0]
+                out[i] = self._header[start:] + data if start < known else data
         return out  # type: ignore[return-value]
 
     def close(self) -> None:

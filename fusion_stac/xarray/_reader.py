@@ -46,7 +46,14 @@ from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from fusion_stac.xarray._errors import RasterReadError
-from fusion_stac.xarray._http import DEFAULT_SETTINGS, FetchSettings, SourceOpener, cached_header, load_header
+from fusion_stac.xarray._http import (
+    DEFAULT_SETTINGS,
+    FetchSettings,
+    SourceOpener,
+    cached_header,
+    coarse_first_request,
+    load_header,
+)
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
 
@@ -357,9 +364,10 @@ def _handle_key(source: RasterSource, overview: int | None, transport: Any) -> t
 
 @contextmanager
 def _lease(source: RasterSource, storage: Storage, settings: FetchSettings,
-           overview: int | None = None) -> Iterator[_Handle]:
+           overview: int | None = None, first: int = 0) -> Iterator[_Handle]:
     """A dataset on ``source`` (or one of its overview levels) for this thread's exclusive use;
-    given back afterwards, or closed if anything went wrong while it was out."""
+    given back afterwards, or closed if anything went wrong while it was out. ``first``: bytes for
+    the file's first request, if it is made here (:func:`_first_request`)."""
     transport = storage.transport()
     key = _handle_key(source, overview, transport)
     got = _HANDLES.take(key)
@@ -371,7 +379,7 @@ def _lease(source: RasterSource, storage: Storage, settings: FetchSettings,
         handle = got
     if handle is None:
         # The header travels on this thread (fetches run in parallel); the open, on the opener's.
-        load_header(transport, source.key, source.label, settings, source.size)
+        load_header(transport, source.key, source.label, settings, source.size, first)
         handle = _OPENER.run(_open_dataset, source, transport, settings, overview)
     ok = False
     try:
@@ -489,13 +497,22 @@ def _pick_overview(read_shrink: int, factors: Sequence[int]) -> int | None:
     return best
 
 
+def _first_request(source: RasterSource, rr: ReprojectInfo, cfg: ReadConfig) -> int:
+    """Bytes for the first request of ``source`` when read as ``rr`` says: a COG read at a coarse
+    level gets that level with its header, in one request (a round trip per file saved)."""
+    if not (source.cog and cfg.use_overviews):
+        return cfg.settings.header_bytes
+    return coarse_first_request(cfg.settings, source.size, rr.read_shrink, source.overviews)
+
+
 def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
                  storage: Storage, out: np.ndarray) -> None:
     """Fill ``out`` (bands, rows, cols of ``dst_gbox[rr.roi_dst]``, output dtype) from ``source``.
 
     Pixels the source does not cover hold the output fill value.
     """
-    with _lease(source, storage, cfg.settings) as handle:
+    first = _first_request(source, rr, cfg)
+    with _lease(source, storage, cfg.settings, first=first) as handle:
         ds = handle.dataset
         ys, xs = rr.roi_src
         in_bounds = ys.stop <= ds.height and xs.stop <= ds.width and ys.start >= 0 and xs.start >= 0
@@ -509,7 +526,7 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
         if overview is None:
             _warp(source, rr, dst_gbox, cfg, handle, out)
             return
-    with _lease(source, storage, cfg.settings, overview) as handle:
+    with _lease(source, storage, cfg.settings, overview, first) as handle:
         _warp(source, rr, dst_gbox, cfg, handle, out)
 
 
@@ -633,7 +650,8 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
     readers = getattr(executor, "_max_workers", 1) if executor is not None else 1
     if len(parts) > readers:
         transport = storage.transport()
-        transport.pool.submit(_quietly, _prefetch, storage, [p.source for p in parts[readers:]], cfg.settings)
+        ahead = [(p.source, _first_request(p.source, p.rr, cfg)) for p in parts[readers:]]
+        transport.pool.submit(_quietly, _prefetch, storage, ahead, cfg.settings)
 
     def direct(part: _Part) -> None:
         ys, xs = part.rr.roi_dst
@@ -659,26 +677,28 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
     return dst
 
 
-def _prefetch(storage: Storage, sources: Sequence[RasterSource], settings: FetchSettings) -> None:
+def _prefetch(storage: Storage, sources: Sequence[tuple[RasterSource, int]], settings: FetchSettings) -> None:
     """Sign the URLs and fetch the headers of the files a region needs, in the background, and
     open the datasets ahead on the opener thread: while one file decodes, the next ones are ready
     (no-ops when open or cached; a reader that arrives first waits for the work in flight rather
     than repeating it). At most half the handle capacity is opened ahead."""
     transport = storage.transport()
     ahead = _HANDLES.capacity // 2
-    for source in sources:
+    for source, first in sources:
         key = _handle_key(source, None, transport)
         if _HANDLES.known(key):
             continue
         if ahead > 0:
             ahead -= 1
-            transport.pool.submit(_quietly, _open_ahead, key, source, transport, settings)
+            transport.pool.submit(_quietly, _open_ahead, key, source, transport, settings, first)
         elif cached_header(source.key) is None:
-            transport.pool.submit(_quietly, load_header, transport, source.key, source.label, settings, source.size)
+            transport.pool.submit(_quietly, load_header, transport, source.key, source.label, settings, source.size,
+                                  first)
 
 
-def _open_ahead(key: tuple[Any, ...], source: RasterSource, transport: Any, settings: FetchSettings) -> None:
-    load_header(transport, source.key, source.label, settings, source.size)
+def _open_ahead(key: tuple[Any, ...], source: RasterSource, transport: Any, settings: FetchSettings,
+                first: int = 0) -> None:
+    load_header(transport, source.key, source.label, settings, source.size, first)
     _HANDLES.open_ahead(key, functools.partial(_open_dataset, source, transport, settings, None))
 
 
@@ -789,7 +809,9 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
                 key=key, crs=ds.crs.to_wkt() if ds.crs.to_epsg() is None else f"EPSG:{ds.crs.to_epsg()}",
                 transform=tuple(ds.transform)[:6],  # type: ignore[arg-type]
                 shape=(ds.height, ds.width), dtype=ds.dtypes[0], count=ds.count, nodata=ds.nodata,
-                size=size, band_names=names if len(set(names)) == len(names) else (),
+                size=size, cog=ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "").upper() == "COG",
+                overviews=tuple(ds.overviews(1)),
+                band_names=names if len(set(names)) == len(names) else (),
                 scales=tuple(ds.scales), offsets=tuple(ds.offsets), units=tuple(u or None for u in ds.units),
                 label=label,
             )

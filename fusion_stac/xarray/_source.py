@@ -52,8 +52,11 @@ class RasterSource:
     """One raster file as the loaders see it: grid, pixel type and nodata, all from metadata.
 
     ``label`` names the file for humans in every error (execution, slice and file), ``size`` is
-    its length in bytes when known (so no request is needed to learn it), ``datetime`` orders
-    time series, and ``attrs`` carries the item's ``fusion:`` properties into the output.
+    its length in bytes when known (so no request is needed to learn it), ``cog`` says it is laid
+    out as a cloud-optimized GeoTIFF (header first, then the coarsest overview's tiles: a coarse
+    read finds its pixels right behind the header) and ``overviews`` lists its overview factors
+    when known, ``datetime`` orders time series, and ``attrs`` carries the item's ``fusion:``
+    properties into the output.
     """
 
     key: FileKey
@@ -64,6 +67,8 @@ class RasterSource:
     count: int = 1
     nodata: float | None = None
     size: int | None = None
+    cog: bool = False
+    overviews: tuple[int, ...] = ()
     band_names: tuple[str, ...] = ()
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
@@ -247,6 +252,8 @@ def source_from_item(item: pystac.Item, asset: str | None = None) -> RasterSourc
         count=len(bands),
         nodata=nodata,
         size=int(size) if size is not None else None,
+        cog="profile=cloud-optimized" in str(stac_asset.media_type or "").replace(" ", "").lower(),
+        overviews=_overviews(afields.get("fusion:overviews")),
         band_names=names if len(set(names)) == len(names) else tuple(str(i + 1) for i in range(len(bands))),
         scales=tuple(float(b.get("scale", 1.0)) for b in bands),
         offsets=tuple(float(b.get("offset", 0.0)) for b in bands),
@@ -261,6 +268,15 @@ def source_from_item(item: pystac.Item, asset: str | None = None) -> RasterSourc
 def sources_from_items(items: Any, asset: str | None = None) -> list[RasterSource]:
     """Sources of every item (pystac Items or ItemCollection), in the given order."""
     return [source_from_item(item, asset) for item in items]
+
+
+def _overviews(value: Any) -> tuple[int, ...]:
+    # Only a hint for request sizes: anything malformed counts as unknown.
+    try:
+        factors = tuple(int(v) for v in value or ())
+    except (TypeError, ValueError):
+        return ()
+    return factors if all(f > 1 for f in factors) else ()
 
 
 def _parse_nodata(value: Any) -> float | None:

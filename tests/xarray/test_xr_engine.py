@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from conftest import NODATA, RES, X0, Y0, N, World
 from odc.geo.geobox import GeoBox
 
 from fusion_stac.errors import FusionError
-from fusion_stac.xarray import CRSConflictError, MosaicError, open_mosaic
+from fusion_stac.xarray import CRSConflictError, FetchSettings, MosaicError, open_mosaic
+from fusion_stac.xarray._http import clear_headers
+from fusion_stac.xarray._reader import close_handles
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
@@ -99,6 +102,36 @@ def test_coarse_resolution_reads_overviews(world: World) -> None:
         np.testing.assert_array_equal(values[r * m:(r + 1) * m, c * m:(c + 1) * m], local)
         size = (world.root / world.name(src)).stat().st_size
         assert world.server.bytes[world.name(src)] < size / 3, "should read the 1/8 overview, not the full tiles"
+
+
+def test_a_coarse_read_takes_its_overview_with_the_header(world: World) -> None:
+    """At 1/4, a COG's 4x level sits right behind its header: one request per slice, not two."""
+    small_header = FetchSettings(header_bytes=4096)
+    expected = open_mosaic(items=world.grid, storage=world.storage(), resolution=RES * 4,
+                           fetch=FetchSettings(header_bytes=4096, coarse_bytes=0)).values[0]
+    assert _requests(world, world.grid) == [2, 2, 2, 2], "without the guess: the header, then the tile"
+    close_handles()
+    clear_headers()
+    world.server.reset()
+    values = open_mosaic(items=world.grid, storage=world.storage(), resolution=RES * 4, fetch=small_header).values[0]
+    np.testing.assert_array_equal(values, expected)
+    assert _requests(world, world.grid) == [1, 1, 1, 1]
+    m = N // 4
+    for i, src in enumerate(world.grid):
+        r, c = divmod(i, 2)
+        with rasterio.open(world.root / world.name(src)) as ds:
+            local = ds.read(1, out_shape=(m, m))
+        np.testing.assert_array_equal(values[r * m:(r + 1) * m, c * m:(c + 1) * m], local)
+        size = (world.root / world.name(src)).stat().st_size
+        assert world.server.bytes[world.name(src)] <= 4096 + size // 8
+    # A file not known to be a COG keeps the plain header request (its overviews may sit anywhere).
+    close_handles()
+    clear_headers()
+    world.server.reset()
+    plain = [replace(s, cog=False) for s in world.grid]
+    values = open_mosaic(items=plain, storage=world.storage(), resolution=RES * 4, fetch=small_header).values[0]
+    np.testing.assert_array_equal(values, expected)
+    assert _requests(world, plain) == [2, 2, 2, 2]
 
 
 def _overlap_expected(world: World, method: str) -> np.ndarray:

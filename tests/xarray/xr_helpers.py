@@ -206,6 +206,8 @@ def source_for(path: Path, *, data_id: str | None = None, label: str | None = No
             count=ds.count,
             nodata=ds.nodata,
             size=path.stat().st_size,
+            cog=ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG",
+            overviews=tuple(ds.overviews(1)),
             label=label or f"slice {group_index} ({file_id})",
             group_index=group_index,
             attrs=tuple(sorted(attrs.items())),
