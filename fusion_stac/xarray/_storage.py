@@ -87,8 +87,7 @@ class SignerStorage:
         with self._lock:
             transport = self._registry.get(key)
             if transport is None:
-                transport = Transport(URLBroker(self.sign), policy=self.retry, max_workers=self.max_workers,
-                                      session=_storage_session(self.max_workers))
+                transport = Transport(URLBroker(self.sign), policy=self.retry, max_workers=self.max_workers)
                 self._registry[key] = transport
             return transport
 
@@ -103,25 +102,6 @@ class SignerStorage:
 
     def __repr__(self) -> str:
         return f"SignerStorage({getattr(self.sign, '__qualname__', type(self.sign).__name__)})"
-
-
-def _storage_session(max_workers: int) -> Any:
-    """A pooled session for presigned URLs. Without proxy variables in the environment, it does not
-    consult the environment at all: requests would otherwise look up proxies and ``.netrc`` on every
-    request (a few stat calls and a scan of ``os.environ`` each, noticeable over thousands of tile
-    requests), and a ``.netrc`` entry must never add credentials to a presigned URL anyway."""
-    import urllib.request
-
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(16, 2 * max_workers), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    if not urllib.request.getproxies():
-        session.trust_env = False
-    return session
 
 
 def as_storage(obj: Any) -> Storage:

@@ -29,6 +29,7 @@ class StorageServer:
         self.ranges: list[tuple[str, str | None]] = []
         self.bytes_sent = 0
         self.connections: set[int] = set()  # client ports seen: one per TCP connection
+        self.agents: list[str | None] = []  # User-Agent of each GET
         self.signed = 0
         self._lock = threading.Lock()
         server = self
@@ -62,6 +63,7 @@ class StorageServer:
                     server.methods["GET"] += 1
                     server.connections.add(self.client_address[1])
                     server.ranges.append((name, self.headers.get("Range")))
+                    server.agents.append(self.headers.get("User-Agent"))
                     fault = server.faults.popleft() if server.faults else None
                 if fault == "reset":
                     sock = self.connection

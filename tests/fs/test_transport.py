@@ -17,7 +17,7 @@ from fusion_stac.errors import FusionError, TransportError
 from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.fs._file import AdaptiveStreamCache
 from fusion_stac.fs._stats import TransferStats
-from fusion_stac.fs._transport import RetryPolicy, TransferError, Transport
+from fusion_stac.fs._transport import RetryPolicy, TransferError, Transport, _plain_route
 
 from .storage_server import StorageServer
 
@@ -148,6 +148,50 @@ def test_readinto_resumes_after_faults(server: StorageServer) -> None:
     out = io.BytesIO()
     assert t.copy_to(KEY, len(data), out, path="fusion://x", chunk_size=100_000) == len(data)
     assert out.getvalue() == data and t.stats.snapshot()["retries"] == 3
+
+
+def test_plain_gets_go_straight_to_the_pool_with_the_session_headers(server: StorageServer) -> None:
+    t = make_transport(server)
+    t.session.headers["User-Agent"] = "fusion-test/1"
+    data = server.blobs["blob"]
+    assert t.read_range(KEY, 10, 5000, path="fusion://x", size=len(data)) == data[10:5000]
+    assert None not in t._routes.values(), "a plain GET skips requests' per-call work"
+    assert server.agents == ["fusion-test/1"]
+    assert t.read_range(KEY, 0, 100, path="fusion://x", size=len(data)) == data[:100]
+    assert len(server.connections) == 1
+
+
+@pytest.mark.parametrize("change", ["hook", "auth", "adapter"])
+def test_requests_sends_what_it_would_change(server: StorageServer, change: str) -> None:
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    t = make_transport(server)
+    seen: list[int] = []
+    if change == "hook":
+        t.session.hooks["response"].append(lambda r, *a, **k: seen.append(r.status_code))
+    elif change == "auth":
+        t.session.auth = lambda r: (seen.append(1), r)[1]  # type: ignore[assignment]
+    else:
+        class Counting(HTTPAdapter):
+            def send(self, request: requests.PreparedRequest, **kw: object) -> requests.Response:
+                seen.append(1)
+                return super().send(request, **kw)  # type: ignore[arg-type]
+
+        t.session.mount("http://", Counting(max_retries=0))
+    data = server.blobs["blob"]
+    assert t.read_range(KEY, 10, 5000, path="fusion://x", size=len(data)) == data[10:5000]
+    assert list(t._routes.values()) == [None] and len(seen) == 1
+
+
+def test_a_proxied_host_goes_through_requests(server: StorageServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = make_transport(server)
+    url, _ = server.sign("blob", 3600)
+    assert _plain_route(t.session, url) is not None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert _plain_route(t.session, url) is None
 
 
 def test_read_range_exact_bytes_and_no_head(server: StorageServer) -> None:
