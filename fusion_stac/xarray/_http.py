@@ -4,11 +4,12 @@ Why not ``/vsicurl/`` with a signed URL: GDAL would first probe the file size (o
 per file; HEAD is refused by presigned URLs, so a GET that it aborts), key its caches by the
 signed URL, print that URL (signature included) in its error messages, and a dataset handle
 would die with its URL. Here GDAL sees the stable ``fusion://`` name; the size comes from
-metadata; the first read takes the whole header in one request; the ranges GDAL asks for at once
-(the tiles of a window) are merged and fetched together; and every request goes through the
+metadata; the first read takes the whole header in one request (for a COG read at 1/4 or
+coarser, the overview level it needs too: it follows the header); the ranges GDAL asks for at
+once (the tiles of a window) are merged and fetched together; and every request goes through the
 transport of :mod:`fusion_stac.fs` (URL broker, one retry policy, verified lengths, ETag pinning).
 Measured on 16 COG slices served locally: 2 requests per slice for a window (``/vsicurl/``: 3), 32
-requests for the full mosaic (a GDAL VRT: 48).
+requests for the full mosaic and 16 at 1/8 (a GDAL VRT: 48 each).
 
 GDAL calls these objects from C, where a Python exception would be printed rather than raised;
 failures are recorded on the opener instead, GDAL gets a short read (a read error for it), and
