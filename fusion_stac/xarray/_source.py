@@ -67,8 +67,6 @@ class RasterSource:
     count: int = 1
     nodata: float | None = None
     size: int | None = None
-    cog: bool = False
-    overviews: tuple[int, ...] = ()
     band_names: tuple[str, ...] = ()
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
@@ -77,6 +75,8 @@ class RasterSource:
     datetime: datetime | None = None
     group_index: int | None = None
     attrs: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    cog: bool = False
+    overviews: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         name = self.label or self.key.url
