@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import requote_uri
+from requests.utils import requote_uri, select_proxy
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 # (importing _http also masks signed URLs in urllib3's debug log)
@@ -213,8 +213,6 @@ def _plain_route(session: requests.Session, url: str) -> _Route | None:
     settings, environment and cookies, hooks, building a Response: about 0.3 ms of CPU a request,
     most of a small read's cost); ``None`` when requests must do it (a proxy, a custom adapter,
     session auth, cookies or hooks). A URL requests would rewrite goes through it too."""
-    from requests.utils import select_proxy
-
     adapter = session.get_adapter(url)
     if type(adapter) is not HTTPAdapter or session.cookies or any(session.hooks.values()):
         return None

@@ -724,7 +724,7 @@ def file_item(
     data_asset = _drop_none(data_asset)
     if raster is not None and raster.overviews:
         # Not in any STAC extension; readers size their first request of a COG by it.
-        data_asset["fusion:overviews"] = [int(k) for k in raster.overviews]
+        data_asset["fusion:overviews"] = list(raster.overviews)
     if file.size is not None:
         data_asset["file:size"] = int(file.size)
         extensions.add(FILE_SCHEMA)
