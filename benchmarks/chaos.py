@@ -182,7 +182,7 @@ def run_pipeline(emu: Any, region: Path, workdir: Path, name: str, *, attempts: 
     import fusion_stac
     from fusion_stac.client import FusionClient, RetryPolicy
     from fusion_stac.fs import FusionFileSystem
-    from fusion_stac.fs._transport import RetryPolicy as DataRetryPolicy
+    from fusion_stac.storage._transport import RetryPolicy as DataRetryPolicy
     from fusion_stac.xarray import FileSystemStorage, open_mosaic
 
     result = RunResult(name)

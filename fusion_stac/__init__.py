@@ -33,7 +33,7 @@ _LAZY: dict[str, str] = {
     "FusionClient": "fusion_stac.client",
     "login": "fusion_stac.client",
     "ProcessDraft": "fusion_stac.client",
-    "RetryPolicy": "fusion_stac.client",
+    "RetryPolicy": "fusion_stac.storage",
     "SignedURL": "fusion_stac.models",
     "FusionFileSystem": "fusion_stac.fs",
     # stac
@@ -63,7 +63,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; a test keeps it in step with _LAZY
-    from fusion_stac.client import FusionClient, ProcessDraft, RetryPolicy, login
+    from fusion_stac.client import FusionClient, ProcessDraft, login
     from fusion_stac.errors import (
         AmbiguousNameError,
         AnalysisError,
@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; a test keeps
     from fusion_stac.fs import FusionFileSystem
     from fusion_stac.models import SignedURL
     from fusion_stac.stac import export_catalog, open_catalog, search
+    from fusion_stac.storage import RetryPolicy
     from fusion_stac.xarray.cog import to_cog
     from fusion_stac.xarray.mosaic import open_mosaic
     from fusion_stac.xarray.timeseries import open_timeseries

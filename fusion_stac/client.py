@@ -3,7 +3,7 @@
 One client holds one pooled HTTP session and one login. Everything above it (STAC, fsspec, xarray,
 CLI) goes through it. Highlights:
 
-* every request has a (connect, read) timeout and is retried per :mod:`fusion_stac._http`;
+* every request has a (connect, read) timeout and is retried per :mod:`fusion_stac.storage._http`;
 * an expired session (401) is renewed transparently, once per request, by a single thread;
 * creating data and processes and executing take effect exactly once even when answers are lost:
   after a 5xx or a broken connection the platform is re-checked before anything is repeated;
@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -40,7 +39,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from fusion_stac._http import BearerAuth, RequestStats, RetryPolicy, Transport, shown_url
 from fusion_stac.errors import (
     AmbiguousNameError,
     AnalysisError,
@@ -78,6 +76,7 @@ from fusion_stac.models import (
     User,
     file_type_for_path,
 )
+from fusion_stac.storage import API_RETRY, APITransport, BearerAuth, RequestStats, RetryPolicy, shown_url
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -482,7 +481,7 @@ class FusionClient:
         token: str | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_workers: int = DEFAULT_MAX_WORKERS,
-        retry: RetryPolicy | int | None = None,
+        retry: RetryPolicy | int | dict[str, Any] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         poll_interval: float = 5.0,
         url_lifetime: timedelta = timedelta(hours=1),
@@ -496,8 +495,6 @@ class FusionClient:
             raise ValidationError("max_workers must be at least 1", field="max_workers")
         if page_size < 1:
             raise ValidationError("page_size must be at least 1", field="page_size")
-        if isinstance(retry, int):
-            retry = RetryPolicy(attempts=retry)
         self.api_url = api_url.rstrip("/")
         self.email = email
         self.user_id = user_id
@@ -508,14 +505,14 @@ class FusionClient:
         self.page_size = page_size
         self.poll_interval = poll_interval
         self.url_lifetime = url_lifetime
-        self._retry = retry or RetryPolicy()
+        self._retry = RetryPolicy.coerce(retry, API_RETRY)
         self._sleep = sleep
         self._auth_lock = threading.Lock()
         self._user: User | None = None
         self._on_login = on_login
         from fusion_stac import __version__
 
-        self._http = Transport(
+        self._http = APITransport(
             timeout=timeout, max_workers=max_workers, retry=self._retry,
             user_agent=f"fusion-stac/{__version__} python-requests/{requests.__version__}",
             session=session, sleep=sleep,
@@ -698,7 +695,7 @@ class FusionClient:
             text = (response.text or "").strip()
             message = text[:200] if text and not text.startswith("<") else (response.reason or f"HTTP {response.status_code}")
         request_id = next((response.headers[h] for h in _REQUEST_ID_HEADERS if h in response.headers), None)
-        from fusion_stac._http import parse_retry_after
+        from fusion_stac.storage import parse_retry_after
 
         return error_for_status(
             response.status_code, message, path=path, method=method, request_id=request_id,
@@ -784,7 +781,7 @@ class FusionClient:
                 if attempt == attempts:
                     raise
                 self.stats._retry()
-                wait = random.uniform(0, min(self._retry.max_backoff, self._retry.backoff * 2 ** (attempt - 1)))
+                wait = self._retry.wait(attempt)
                 logger.info("%s failed (%s) and did not take effect; trying again in %.2f s (attempt %d of %d)",
                             what, type(exc).__name__, wait, attempt + 1, attempts)
                 self._sleep(wait)

@@ -13,12 +13,11 @@ without importing anything. Public names:
 
 from __future__ import annotations
 
-from fusion_stac.fs._broker import FileChangedError, FileKey
 from fusion_stac.fs._errors import AmbiguousPathError
 from fusion_stac.fs._file import FusionFile
 from fusion_stac.fs._opener import rasterio_opener
-from fusion_stac.fs._transport import RetryPolicy, TransferError
 from fusion_stac.fs.core import FusionFileSystem
+from fusion_stac.storage import FileChangedError, FileKey, RetryPolicy, TransferError
 
 __all__ = [
     "AmbiguousPathError",

@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
-from fusion_stac.fs._broker import FileKey
-from fusion_stac.fs._transport import RangeReader, Transport
+from fusion_stac.storage import FileKey, RangeReader, Transport
 
 if TYPE_CHECKING:  # pragma: no cover
     from fusion_stac.fs.core import FusionFileSystem

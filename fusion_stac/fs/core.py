@@ -94,11 +94,20 @@ from fusion_stac._urls import (
     quote_segment,
 )
 from fusion_stac.errors import AuthenticationError
-from fusion_stac.fs._broker import FileKey, URLBroker, VersionPin
 from fusion_stac.fs._errors import AmbiguousPathError, translate, translated
 from fusion_stac.fs._file import DEFAULT_BLOCK, FusionFile, FusionUploadFile
-from fusion_stac.fs._stats import TransferStats
-from fusion_stac.fs._transport import Block, RetryPolicy, Transport, merge_ranges, slice_ranges
+from fusion_stac.storage import (
+    STORAGE_RETRY,
+    Block,
+    FileKey,
+    RetryPolicy,
+    TransferStats,
+    Transport,
+    URLBroker,
+    VersionPin,
+    merge_ranges,
+    slice_ranges,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from fusion_stac.client import FusionClient
@@ -311,7 +320,7 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
     url_margin:
         Seconds before a signed URL's expiry at which it is replaced.
     retries:
-        A :class:`~fusion_stac.fs._transport.RetryPolicy` (or a dict of its fields).
+        A :class:`~fusion_stac.storage.RetryPolicy` (or a dict of its fields; storage defaults).
     upload_timeout:
         Seconds to wait for the platform's analysis of an upload.
     use_listings_cache, listings_expiry_time, max_paths:
@@ -345,7 +354,7 @@ class FusionFileSystem(AbstractFileSystem, metaclass=_FusionMeta):
             api_url = api_url or client.api_url
             email = email or client.email
             user_id = user_id or client.user_id
-        policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(**(retries or {}))
+        policy = RetryPolicy.coerce(retries, STORAGE_RETRY)
         listings = {k: storage_options[k] for k in ("use_listings_cache", "listings_expiry_time", "max_paths")
                     if k in storage_options}
         secret = hashlib.sha256(f"{password}\0{token}".encode()).hexdigest() if (password or token) else None

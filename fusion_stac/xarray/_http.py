@@ -27,8 +27,7 @@ from typing import Any
 
 from rasterio.abc import MultiByteRangeResourceContainer
 
-from fusion_stac.fs._broker import FileKey, VersionPin
-from fusion_stac.fs._transport import Transport, merge_ranges
+from fusion_stac.storage import FileKey, Transport, VersionPin, merge_ranges
 
 __all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "clear_headers",
            "coarse_first_request"]

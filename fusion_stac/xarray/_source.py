@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fusion_stac import _urls
-from fusion_stac.fs._broker import FileKey
+from fusion_stac.storage import FileKey
 from fusion_stac.xarray._errors import MosaicError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -4,7 +4,7 @@ The loaders never put a signed URL, a password or a token in a dask graph. A tas
 *storage*: a small picklable object which, on the process that unpickles it, rebuilds its own
 session from plain settings (environment variables, the token cache of
 :mod:`fusion_stac._credentials`) and hands out that process's
-:class:`~fusion_stac.fs._transport.Transport`: the URL broker (signed URLs cached by file id,
+:class:`~fusion_stac.storage._transport.Transport`: the URL broker (signed URLs cached by file id,
 re-signed before expiry and after a 403), the retry policy and the transfer counters of
 ``fusion://``. So there is one data plane, shared with the fsspec file system.
 """
@@ -16,8 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from fusion_stac.fs._broker import FileKey, URLBroker
-from fusion_stac.fs._transport import RetryPolicy, Transport
+from fusion_stac.storage import FileKey, RetryPolicy, Transport, URLBroker
 
 if TYPE_CHECKING:  # pragma: no cover
     from fusion_stac.fs.core import FusionFileSystem

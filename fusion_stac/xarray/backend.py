@@ -121,7 +121,7 @@ def _source_of(obj: Any, *, asset: str | None, client: Any, storage: Any) -> Ras
 def _source_from_path(path: str, *, client: Any, storage: Any) -> RasterSource:
     """Resolve a path to its file ids and size (API metadata), then read the grid from its header."""
     from fusion_stac.fs import FusionFileSystem
-    from fusion_stac.fs._broker import FileKey
+    from fusion_stac.storage import FileKey
     from fusion_stac.xarray._reader import describe_file
     from fusion_stac.xarray._storage import FileSystemStorage
 

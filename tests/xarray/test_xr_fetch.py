@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fusion_stac.fs._broker import FileKey
+from fusion_stac.storage._broker import FileKey
 from fusion_stac.xarray import FetchSettings
 from fusion_stac.xarray._http import RemoteFile, _HeaderCache, coarse_first_request
 

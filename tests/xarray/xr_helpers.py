@@ -26,7 +26,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.io import MemoryFile
 
-from fusion_stac.fs._broker import FileKey
+from fusion_stac.storage._broker import FileKey
 from fusion_stac.xarray._source import RasterSource
 
 ORG = "0d4f3c52-6a7b-4f0e-9d1a-1a2b3c4d5e6f"

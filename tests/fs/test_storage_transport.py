@@ -14,10 +14,10 @@ import time
 import pytest
 
 from fusion_stac.errors import FusionError, TransportError
-from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.fs._file import AdaptiveStreamCache
-from fusion_stac.fs._stats import TransferStats
-from fusion_stac.fs._transport import RetryPolicy, TransferError, Transport, _plain_route
+from fusion_stac.storage._broker import FileChangedError, FileKey, URLBroker, VersionPin
+from fusion_stac.storage._stats import TransferStats
+from fusion_stac.storage._transport import RetryPolicy, TransferError, Transport, _plain_route
 
 from .storage_server import StorageServer
 

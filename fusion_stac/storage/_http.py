@@ -18,22 +18,20 @@ What is retried:
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import requests
 import requests.auth
 from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from fusion_stac.errors import TransportError, redact, redact_url, scrubbed
+from fusion_stac.storage._policy import API_RETRY, RetryPolicy, parse_retry_after
 
 logger = logging.getLogger("fusion_stac")
 
@@ -71,17 +69,6 @@ install_log_redaction()
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 Timeout = float | tuple[float, float]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try: ``attempts`` in total, full-jitter exponential waits between them."""
-
-    attempts: int = 5
-    backoff: float = 0.5  # first wait is up to this many seconds, doubling each time
-    max_backoff: float = 20.0
-    max_retry_after: float = 120.0  # never sleep longer than this on a server's Retry-After
-    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 
 
 class RequestStats:
@@ -175,33 +162,15 @@ class _RetryableStatus(Exception):
         self.retry_after = retry_after
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date); ``None`` if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-class Transport:
-    """Sends HTTP requests with pooling, a timeout on every request, retries and counting."""
+class APITransport:
+    """Sends API requests with pooling, a timeout on every request, retries and counting."""
 
     def __init__(
         self,
         *,
         timeout: Timeout,
         max_workers: int,
-        retry: RetryPolicy,
+        retry: RetryPolicy = API_RETRY,
         user_agent: str,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -234,7 +203,7 @@ class Transport:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
             return min(exc.retry_after, self.retry.max_retry_after)
-        return wait_random_exponential(multiplier=self.retry.backoff, max=self.retry.max_backoff)(state)
+        return self.retry.wait(state.attempt_number)
 
     def _before_sleep(self, method: str, shown: str) -> Callable[[RetryCallState], None]:
         def log(state: RetryCallState) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from fusion_stac._urls import file_url
 from fusion_stac.errors import FusionError
-from fusion_stac.fs._stats import TransferStats
+from fusion_stac.storage._stats import TransferStats
 
 __all__ = ["FileChangedError", "FileKey", "Lease", "Signer", "URLBroker", "VersionPin"]
 

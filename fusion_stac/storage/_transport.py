@@ -8,11 +8,11 @@ has returned blank pixels on a dropped connection):
 * every answer is checked: status, ``Content-Range`` (start, end and total size), and the body
   length. A body that ends early is **resumed** from the first missing byte, never returned short;
 * a refused URL (401/403, or 400 saying the request expired) is re-signed through the
-  :class:`~fusion_stac.fs._broker.URLBroker` and the same byte range requested again;
+  :class:`~fusion_stac.storage._broker.URLBroker` and the same byte range requested again;
 * connection resets, timeouts, truncated bodies, 5xx and 429 are retried with jittered exponential
   backoff (``Retry-After`` honoured), up to ``RetryPolicy.attempts`` tries without progress;
 * the first ``ETag`` seen for a file is remembered; a different one later is a
-  :class:`~fusion_stac.fs._broker.FileChangedError` naming the file.
+  :class:`~fusion_stac.storage._broker.FileChangedError` naming the file.
 
 :class:`RangeReader` consumes one range incrementally (the file objects stream sequential reads
 through it); :meth:`Transport.read_range` and :meth:`Transport.read_ranges` are the one-shot forms.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import random
 import re
 import threading
 import time
@@ -41,13 +40,15 @@ from requests.adapters import HTTPAdapter
 from requests.utils import requote_uri, select_proxy
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-# (importing _http also masks signed URLs in urllib3's debug log)
-from fusion_stac._http import parse_retry_after
 from fusion_stac.errors import TransportError, scrubbed
-from fusion_stac.fs._broker import FileChangedError, FileKey, URLBroker, VersionPin
-from fusion_stac.fs._stats import TransferStats
+from fusion_stac.storage._broker import FileChangedError, FileKey, URLBroker, VersionPin
+from fusion_stac.storage._http import install_log_redaction
+from fusion_stac.storage._policy import STORAGE_RETRY, RetryPolicy, parse_retry_after
+from fusion_stac.storage._stats import TransferStats
 
-__all__ = ["Block", "RangeReader", "RetryPolicy", "TransferError", "Transport", "merge_ranges", "slice_ranges"]
+__all__ = ["Block", "RangeReader", "TransferError", "Transport", "merge_ranges", "slice_ranges"]
+
+install_log_redaction()  # urllib3 logs request lines, query strings (signatures) included
 
 log = logging.getLogger("fusion_stac.fs")
 
@@ -71,38 +72,6 @@ class TransferError(TransportError, OSError):
 
     ``path`` names the file, ``attempts`` how many requests were made for the failing range.
     """
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard the data plane tries.
-
-    ``attempts``: requests per range without any progress before giving up (resumed bodies that make
-    progress do not use up attempts). ``backoff``/``max_backoff``: first and largest wait (seconds),
-    doubled each time, with jitter. ``refreshes``: URL re-signings per range after a refusal.
-    ``connect_timeout``/``read_timeout``: seconds, per request and per socket read.
-    """
-
-    attempts: int = 6
-    backoff: float = 0.05
-    max_backoff: float = 2.0
-    max_retry_after: float = 30.0
-    refreshes: int = 3
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.refreshes < 0:
-            raise ValueError("RetryPolicy.attempts must be >= 1 and refreshes >= 0")
-        if min(self.backoff, self.max_backoff, self.connect_timeout, self.read_timeout) < 0:
-            raise ValueError("RetryPolicy durations must be non-negative")
-
-    def wait(self, failures: int, retry_after: float | None = None) -> float:
-        """Seconds to sleep before try ``failures + 1``."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
-        ceiling = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
-        return ceiling * (0.5 + random.random() / 2)
 
 
 def _error_body(response: requests.Response) -> bytes:
@@ -559,7 +528,7 @@ class Transport:
     ) -> None:
         self.broker = broker
         self.stats: TransferStats = broker.stats
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or STORAGE_RETRY
         self.max_workers = max(1, int(max_workers))
         if session is None:
             session = requests.Session()
