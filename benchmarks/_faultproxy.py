@@ -60,10 +60,10 @@ KINDS: dict[str, float] = {
     "reset": 1.0,
     "close_mid_body": 1.0,
     "truncate": 1.0,
-    "stall": 0.3,  # costly in wall time: rarer
+    "stall": 0.5,  # costly in wall time: rarer
     "length_short": 1.0,
     "length_long": 1.0,
-    "full_200": 1.0,
+    "full_200": 3.0,  # only drawn for range requests, which are few: weighed up
 }
 #: Kinds that need a non-empty body in the upstream's answer (else the answer passes unchanged, uncounted).
 NEEDS_BODY = frozenset({"close_mid_body", "truncate", "length_short", "length_long"})
@@ -116,6 +116,7 @@ class Injected:
 class _Counters:
     faults: Counter[tuple[str, str]] = field(default_factory=Counter)
     requests: Counter[str] = field(default_factory=Counter)
+    ranged: Counter[str] = field(default_factory=Counter)
     log: list[Injected] = field(default_factory=list)
 
 
@@ -195,6 +196,11 @@ class FaultProxy:
     def requests(self) -> dict[str, int]:
         with self._lock:
             return {c: self._counters.requests[c] for c in CLASSES}
+
+    def ranged(self) -> dict[str, int]:
+        """Requests that carried a ``Range`` header, by class."""
+        with self._lock:
+            return {c: self._counters.ranged[c] for c in CLASSES}
 
     def total_faults(self) -> int:
         with self._lock:
@@ -284,6 +290,8 @@ class FaultProxy:
         traffic = request.traffic
         with self._lock:
             self._counters.requests[traffic] += 1
+            if request.header("range") is not None:
+                self._counters.ranged[traffic] += 1
             if traffic not in self.classes or self._rng.random() >= self.rate:
                 return None
             kinds = {k: w for k, w in self.kinds.items() if w > 0}

@@ -92,6 +92,7 @@ class RunResult:
     seconds: float = 0.0
     roads: list[RoadResult] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
+    ranged: dict[str, int] = field(default_factory=dict)
     faults: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -486,6 +487,7 @@ def one_run(name: str, seed: int, ref: Reference, proxy: FaultProxy, clean: Any,
         proxy.configure(rate=0.0)
         result.seconds = time.perf_counter() - started
         result.requests = proxy.requests()
+        result.ranged = proxy.ranged()
         result.faults = proxy.counts()
         try:
             client.close()
