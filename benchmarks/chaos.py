@@ -242,6 +242,7 @@ class Road:
         self.run = run
         self.proxy_url = proxy_url
         self.cli_timeout = cli_timeout
+        self.names: list[str] = []  # more names an error may give for what this road reads or writes
 
     def target(self, index: int) -> Target:
         return self.ref.targets[index % len(self.ref.targets)]
@@ -367,6 +368,7 @@ def road_up_create(r: Road) -> list[str]:
 
 def road_up_put(r: Road) -> list[str]:
     name = f"chaos-put-{r.run}"
+    r.names += [f"fusion://{r.ref.org}/uploads/{name}", f"{r.ref.org}/uploads/{name}"]
     r.fs.put(str(r.ref.upload_source), f"fusion://{r.ref.org}/uploads/{name}/upload.tif")
     try:
         data = r.clean.find_data(r.ref.org, name)
@@ -444,7 +446,7 @@ def run_road(name: str, road: Road, timeout: float) -> RoadResult:
     thread.start()
     thread.join(timeout)
     result.seconds = time.perf_counter() - started
-    target_names = [n for t in road.ref.targets for n in t.names(road.ref.org)] + [str(road.dir)]
+    target_names = [n for t in road.ref.targets for n in t.names(road.ref.org)] + [str(road.dir)] + road.names
     if thread.is_alive():
         result.outcome, result.detail = UNTYPED, f"still running after {timeout:g} s"
         return result
