@@ -39,6 +39,7 @@ seconds if nobody stopped it before.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
@@ -479,15 +480,11 @@ def _send(conn: socket.socket, answer: Answer, length: int, body: bytes, *, head
 
 def _reset(conn: socket.socket) -> None:
     """Close with RST (SO_LINGER 0), not FIN."""
-    try:
+    with contextlib.suppress(OSError):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     _close(conn)
 
 
 def _close(conn: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.close()
-    except OSError:
-        pass

@@ -57,7 +57,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _faultproxy import CLASSES, KINDS, FaultProxy  # noqa: E402
+import contextlib
+
+from _faultproxy import CLASSES, KINDS, FaultProxy
 
 EMAIL = "me@org.com"
 PASSWORD = "MyPassword123!"
@@ -399,7 +401,7 @@ def classify(exc: BaseException, names: list[str]) -> str:
 
     if isinstance(exc, Silent):
         return SILENT
-    if isinstance(exc, Named) or isinstance(exc, FusionError):
+    if isinstance(exc, (Named, FusionError)):
         return TYPED
     if isinstance(exc, Unnamed):
         return UNTYPED
@@ -491,10 +493,8 @@ def one_run(name: str, seed: int, ref: Reference, proxy: FaultProxy, clean: Any,
         result.requests = proxy.requests()
         result.ranged = proxy.ranged()
         result.faults = proxy.counts()
-        try:
+        with contextlib.suppress(Exception):
             client.close()
-        except Exception:  # noqa: BLE001 - a close that fails is not what we measure
-            pass
     return result
 
 
@@ -555,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             ref = build_reference(emu.url, region, workdir, args.attempts)
-        except Exception as exc:  # noqa: BLE001 - reported: the benchmark cannot run without it
+        except Exception as exc:
             print(f"the fault-free reference failed: {type(exc).__name__}: {exc}")
             print(f"SUMMARY runs={args.runs} completed=0 identical=0 silent_corruptions=0 leftovers=0")
             return 1

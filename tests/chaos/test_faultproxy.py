@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _faultproxy import KINDS, FaultProxy  # noqa: E402
+from _faultproxy import KINDS, FaultProxy
 
 BLOB = bytes(range(250)) * 4  # 1000 bytes
 DOC = json.dumps({"list": [{"id": n, "name": f"item {n}"} for n in range(20)]}).encode()
@@ -31,7 +31,7 @@ class Upstream(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, str, str | None]] = []  # (method, path, Host)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _answer(self, body: bytes) -> None:
@@ -56,10 +56,10 @@ class Upstream(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self._answer(DOC)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self._answer(self.rfile.read(length))
 
