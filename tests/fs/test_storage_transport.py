@@ -17,7 +17,8 @@ from fusion_stac.errors import FusionError, TransportError
 from fusion_stac.fs._file import AdaptiveStreamCache
 from fusion_stac.storage._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.storage._stats import TransferStats
-from fusion_stac.storage._transport import RetryPolicy, TransferError, Transport, _plain_route
+from fusion_stac.storage._route import plain_route
+from fusion_stac.storage._transport import RetryPolicy, TransferError, Transport
 
 from .storage_server import StorageServer
 
@@ -187,11 +188,11 @@ def test_requests_sends_what_it_would_change(server: StorageServer, change: str)
 def test_a_proxied_host_goes_through_requests(server: StorageServer, monkeypatch: pytest.MonkeyPatch) -> None:
     t = make_transport(server)
     url, _ = server.sign("blob", 3600)
-    assert _plain_route(t.session, url) is not None
+    assert plain_route(t.session, url) is not None
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    assert _plain_route(t.session, url) is None
+    assert plain_route(t.session, url) is None
 
 
 def test_read_range_exact_bytes_and_no_head(server: StorageServer) -> None:
