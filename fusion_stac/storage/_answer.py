@@ -29,7 +29,7 @@ class Verdict:
     ``stop``: the offset after the last byte this answer may deliver (never past ``end``). ``claim``:
     the file size the answer states (``Content-Range`` total, or a whole-file ``200``'s length),
     ``None`` if it states none. ``consistent``: its length headers agree, so ``claim`` may be learned
-    once the body has arrived in full. ``whole``: a ``200`` without ``Content-Range`` (its length
+    once the body has arrived in full (for ``whole``, to its very end). ``whole``: a ``200`` without ``Content-Range`` (its length
     is the claim, so it must match a known size before bytes past ``0`` are taken from it).
     """
 
@@ -89,4 +89,5 @@ def inspect_answer(status: int, headers: Mapping[str, str], pos: int, end: int) 
                              "cannot tell a whole file from a relabelled partial answer")
     # At byte 0 a relabelled partial answer has the same first bytes as the whole file: readable, but a
     # length equal to the range asked is no evidence of the file's size.
-    return Verdict(skip=pos, stop=end, claim=length, consistent=length != end - pos, whole=True)
+    claim = None if length == end - pos else length
+    return Verdict(skip=pos, stop=end, claim=claim, consistent=True, whole=True)

@@ -151,6 +151,12 @@ def _etag(value: str) -> str:
     return value[2:] if value.startswith("W/") else value
 
 
+def _exhausted(response: requests.Response | None) -> bool:
+    """Whether the answer's body was read to the end its ``Content-Length`` announced."""
+    isclosed = getattr(getattr(getattr(response, "raw", None), "_fp", None), "isclosed", None)
+    return bool(callable(isclosed) and isclosed())
+
+
 def _describe(problem: BaseException) -> str:
     if isinstance(problem, _Fault):
         return str(problem)
@@ -203,8 +209,10 @@ class RangeReader:
         self._stop = start  # the current answer serves bytes up to here (at most ``end``)
         self._answer_from = start  # where the current answer started delivering
         self._pending: int | None = None  # the size the current answer states, learned once it completes
+        self._whole = False  # the current answer is a whole-file 200
         self._odd: tuple[str, int | None] | None = None  # the last contradicting size stated
         self._failures = 0  # consecutive failures without a byte of progress
+        self._interrupted = False  # drain() lost the answer midway
 
     @property
     def remaining(self) -> int:
@@ -242,6 +250,10 @@ class RangeReader:
             problem: BaseException | None = None
             try:
                 if self._response is None:
+                    if self._interrupted:
+                        self._interrupted = False
+                        self.transport.stats.add("retries")
+                        self.transport.stats.add("resumes")
                     self._connect()
                     if self.pos >= self.end:
                         return b""
@@ -303,16 +315,14 @@ class RangeReader:
         """The rest of the current answer if it arrives without trouble, else what did (no new request)."""
         if self._response is None or not self.remaining:
             return b""
-        want = self._stop - self.pos
         try:
-            data = self._body().read(want) or b""
+            data = self._body().read(self._stop - self.pos) or b""
         except _RETRYABLE:
             self._drop()
+            self._interrupted = True  # the next request resumes: counted then
             return b""
         if data:
-            self._advance(len(data))
-        if len(data) < want:
-            self._drop()  # ended early: the next read resumes with a new request
+            self._advance(len(data))  # a body that ended early stays: the next read finds its end
         return data
 
     def close(self) -> None:
@@ -339,10 +349,10 @@ class RangeReader:
     # -- answers -------------------------------------------------------------------------------
     def _complete(self) -> None:
         """The current answer delivered all it was used for: learn the size it stated, reuse its connection."""
-        if self._pending is not None and self.total is None:
-            self.total = self._pending
-        self._pending = None
         response, self._response = self._response, None
+        if self._pending is not None and self.total is None and (not self._whole or _exhausted(response)):
+            self.total = self._pending  # a whole-file length only once its body really ended there
+        self._pending = None
         if response is not None:
             reuse_connection(response)
             response.close()
@@ -432,6 +442,7 @@ class RangeReader:
         self._odd = None
         self.pin.check(self.key, etag, self.path)
         self._pending = stated if verdict.consistent else None
+        self._whole = verdict.whole
         self._stop = verdict.stop
         self._answer_from = self.pos
         self._response = response
