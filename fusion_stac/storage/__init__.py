@@ -3,7 +3,8 @@
 One module per concern, all public through this package:
 
 * :class:`RetryPolicy` -- how hard to try, with :data:`API_RETRY` and :data:`STORAGE_RETRY` defaults;
-* :class:`APITransport` -- API requests: pooling, timeouts, retries, counters (:class:`RequestStats`);
+* :class:`APITransport` -- API requests: pooling, timeouts, retries, counters (:class:`RequestStats`),
+  JSON bodies parsed inside the retry loop (:class:`JSONResponse`);
 * :class:`FileKey`, :class:`URLBroker` -- pre-signed URLs signed by stable file id, re-signed in time
   and after a refusal; :class:`VersionPin` / :class:`FileChangedError` -- one version per read;
 * :class:`Transport` -- verified ranged GETs (status, Content-Range, Content-Length, bytes received,
@@ -36,6 +37,7 @@ from fusion_stac.storage._http import (
     NO_AUTH,
     APITransport,
     BearerAuth,
+    JSONResponse,
     RequestStats,
     install_log_redaction,
     shown_url,
@@ -66,6 +68,7 @@ __all__ = [
     "DownloadResult",
     "FileChangedError",
     "FileKey",
+    "JSONResponse",
     "Lease",
     "LocalName",
     "RangeReader",

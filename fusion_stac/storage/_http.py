@@ -10,6 +10,9 @@ What is retried:
 
 * connection errors, read timeouts and truncated bodies — idempotent requests only (GET, HEAD,
   PUT, DELETE, OPTIONS, and calls explicitly marked safe, like login);
+* with ``send(..., expect_json=True)``, a successful answer labelled JSON whose body does not parse
+  (cut short by a proxy, or garbled) — idempotent requests only; for any other request it is a
+  :class:`TransportError` at once (the call may have taken effect: the caller re-checks);
 * connect timeouts — any request (nothing reached the server);
 * 429 — any request (the server refused to process it), waiting ``Retry-After`` when sent;
 * 500, 502, 503, 504 — idempotent requests only (a 500 is usually transient, and repeating an
@@ -18,6 +21,7 @@ What is retried:
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import threading
 import time
@@ -162,6 +166,39 @@ class _RetryableStatus(Exception):
         self.retry_after = retry_after
 
 
+class JSONResponse(requests.Response):
+    """A successful answer whose JSON body the transport has read and parsed (once): ``payload``.
+
+    ``json()`` returns ``payload`` without parsing again; everything else is the original
+    response's (status, headers, content, url, request).
+    """
+
+    payload: Any
+
+    @classmethod
+    def of(cls, response: requests.Response, payload: Any) -> JSONResponse:
+        copy = cls()
+        copy.__setstate__(response.__getstate__())  # requests' own (pickling) copy of a read response
+        copy.payload = payload
+        return copy
+
+    def json(self, **kwargs: Any) -> Any:
+        return self.payload if not kwargs else super().json(**kwargs)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class _BadBody(Exception):
+    """Internal: a successful answer labelled JSON whose body does not parse (truncated or garbled)."""
+
+    def __init__(self, response: requests.Response, problem: str) -> None:
+        super().__init__(problem)
+        self.response = response
+
+
 class APITransport:
     """Sends API requests with pooling, a timeout on every request, retries and counting."""
 
@@ -191,6 +228,8 @@ class APITransport:
 
     # -- retry machinery ---------------------------------------------------------------------------
     def _retryable(self, exc: BaseException, idempotent: bool) -> bool:
+        if isinstance(exc, _BadBody):
+            return idempotent
         if isinstance(exc, _RetryableStatus):
             return exc.response.status_code == 429 or idempotent
         if isinstance(exc, requests.ConnectTimeout):
@@ -209,7 +248,8 @@ class APITransport:
         def log(state: RetryCallState) -> None:
             self.stats._retry()
             exc = state.outcome.exception() if state.outcome else None
-            why = f"HTTP {exc.response.status_code}" if isinstance(exc, _RetryableStatus) else type(exc).__name__
+            why = (f"HTTP {exc.response.status_code}" if isinstance(exc, _RetryableStatus)
+                   else f"an unreadable JSON body ({exc})" if isinstance(exc, _BadBody) else type(exc).__name__)
             wait = state.next_action.sleep if state.next_action else 0.0
             logger.info("retrying %s %s after %s in %.2f s (attempt %d of %d)", method, shown, why, wait,
                         state.attempt_number + 1, self.retry.attempts)
@@ -231,6 +271,7 @@ class APITransport:
         timeout: Timeout | None = None,
         rewind: Callable[[], Any] | None = None,
         auth: requests.auth.AuthBase = NO_AUTH,
+        expect_json: bool = False,
     ) -> requests.Response:
         """Send one logical request, retrying as the policy allows.
 
@@ -238,7 +279,15 @@ class APITransport:
         raises :class:`TransportError` when no response could be obtained. ``shown`` is the
         secret-free form of the URL used in logs and errors; ``rewind`` re-creates a streamed
         ``data`` body before a retry.
+
+        With ``expect_json`` a 2xx answer labelled JSON is parsed inside the retry loop and returned
+        as a :class:`JSONResponse` (``payload``; ``json()`` does not parse again). A body that does
+        not parse is retried like a dropped connection for an idempotent call and counted in
+        ``stats.retries``; for another call, or when retries run out, it is a
+        :class:`TransportError` (the answer was lost: a POST may have taken effect).
         """
+        if expect_json and stream:
+            raise ValueError("expect_json reads the whole body: it cannot be combined with stream=True")
         method = method.upper()
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
@@ -261,6 +310,15 @@ class APITransport:
             if response.status_code in self.retry.retry_statuses:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raise _RetryableStatus(response, retry_after)
+            if expect_json and 200 <= response.status_code < 300 and _is_json(response.headers.get("Content-Type")):
+                try:
+                    payload = jsonlib.loads(response.content)
+                except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+                    length = response.headers.get("Content-Length")
+                    raise _BadBody(response, f"{len(response.content)} bytes"
+                                             f"{f' of {length} announced' if length else ''} that are not JSON "
+                                             f"({type(exc).__name__} at {getattr(exc, 'pos', '?')})") from None
+                return JSONResponse.of(response, payload)
             return response
 
         retrying = Retrying(
@@ -275,6 +333,12 @@ class APITransport:
             return retrying(attempt)
         except _RetryableStatus as exc:
             return exc.response
+        except _BadBody as exc:
+            raise TransportError(
+                f"{method} {shown}: the answer (HTTP {exc.response.status_code}) was cut short or garbled after "
+                f"{attempt_no} attempt(s): {exc}",
+                path=shown, method=method, attempts=attempt_no,
+            ) from None
         except requests.RequestException as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
             error = TransportError(

@@ -16,7 +16,8 @@ COUNTERS: tuple[str, ...] = (
     "bytes",  # body bytes received from storage (what the reader consumed, wasted bytes included)
     "urls_signed",  # download URLs obtained from the API (first signing and refreshes)
     "url_refreshes",  # of which: replacements of a URL that expired or was refused
-    "retries",  # requests repeated after a reset, a truncated body, a 5xx or a 429
+    "retries",  # requests repeated after a reset, a truncated body, a 5xx, a 429 or a faulty answer
+    "resumes",  # of which: requests continuing an answer that broke off midway (its bytes kept)
 )
 
 

@@ -5,14 +5,18 @@ has returned blank pixels on a dropped connection):
 
 * every request is a ``GET`` with a ``Range`` header; sizes come from the API's metadata, so nothing
   ever sends ``HEAD`` (pre-signed URLs refuse it);
-* every answer is checked: status, ``Content-Range`` (start, end and total size), and the body
-  length. A body that ends early is **resumed** from the first missing byte, never returned short;
+* every answer is checked before use (status, ``Content-Range`` start, end and total, ETag; see
+  :mod:`._answer`); a body is read up to the range asked at most, whatever its ``Content-Length``,
+  and a body that ends early is **resumed** from the first missing byte, never returned short;
 * a refused URL (401/403, or 400 saying the request expired) is re-signed through the
   :class:`~fusion_stac.storage._broker.URLBroker` and the same byte range requested again;
-* connection resets, timeouts, truncated bodies, 5xx and 429 are retried with jittered exponential
-  backoff (``Retry-After`` honoured), up to ``RetryPolicy.attempts`` tries without progress;
-* the first ``ETag`` seen for a file is remembered; a different one later is a
-  :class:`~fusion_stac.storage._broker.FileChangedError` naming the file.
+* connection resets, timeouts, truncated bodies, 5xx, 429 and answers that do not fit the request
+  are retried with ``RetryPolicy.wait`` (``Retry-After`` honoured), up to ``RetryPolicy.attempts``
+  tries without progress; each repeat counts in ``stats["retries"]``, and one that continues an
+  answer which broke off midway also in ``stats["resumes"]``;
+* the first ``ETag`` accepted for a file is remembered; a different one later is a
+  :class:`~fusion_stac.storage._broker.FileChangedError` naming the file, and so is a file size
+  that contradicts the metadata twice in a row (once may be a faulty proxy: see :class:`RangeReader`).
 
 :class:`RangeReader` consumes one range incrementally (the file objects stream sequential reads
 through it); :meth:`Transport.read_range` and :meth:`Transport.read_ranges` are the one-shot forms.
@@ -37,13 +41,15 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import requote_uri, select_proxy
+from requests.utils import requote_uri
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from fusion_stac.errors import TransportError, scrubbed
+from fusion_stac.errors import TransportError, redact, scrubbed
+from fusion_stac.storage._answer import inspect_answer, unsatisfied_total
 from fusion_stac.storage._broker import FileChangedError, FileKey, URLBroker, VersionPin
 from fusion_stac.storage._http import install_log_redaction
 from fusion_stac.storage._policy import STORAGE_RETRY, RetryPolicy, parse_retry_after
+from fusion_stac.storage._route import Answer, Route, Urllib3Body, no_auth, plain_route, reuse_connection
 from fusion_stac.storage._stats import TransferStats
 
 __all__ = ["Block", "RangeReader", "TransferError", "Transport", "merge_ranges", "slice_ranges"]
@@ -62,7 +68,6 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
-_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _EXPIRED_RE = re.compile(rb"expired|ExpiredToken|AccessDenied|SignatureDoesNotMatch|AuthenticationFailed", re.I)
 _DRAIN_LIMIT = 64 * 1024  # unread bytes worth draining so the connection can be reused
 
@@ -129,84 +134,33 @@ def slice_ranges(ranges: Sequence[tuple[int, int]], blocks: Sequence[tuple[int, 
     return out
 
 
-def _no_auth(request: Any) -> Any:
-    return request
+class _Fault(Exception):
+    """Internal: an answer that cannot be used (a 5xx/429, or headers that do not fit the request);
+    retried like a reset connection. Its message names no URL."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
-class _Urllib3Body:
-    """urllib3's response seen as a plain binary file (raw bytes, no content decoding)."""
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-
-    def read(self, n: int) -> bytes:
-        return self._raw.read(n, decode_content=False)
-
-    def readinto(self, view: memoryview) -> int:
-        data = self._raw.read(len(view), decode_content=False)
-        view[: len(data)] = data
-        return len(data)
+_TRANSIENT: tuple[type[BaseException], ...] = (*_RETRYABLE, _Fault)
 
 
-class _Answer:
-    """A urllib3 response seen as the few parts of ``requests.Response`` the readers use."""
-
-    __slots__ = ("headers", "raw", "status_code")
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-        self.status_code: int = raw.status
-        self.headers = raw.headers  # case-insensitive, like requests'
-
-    def close(self) -> None:
-        # what requests.Response.close does for a streamed answer
-        self.raw.close()
-        self.raw.release_conn()
+def _etag(value: str) -> str:
+    value = value.strip()
+    return value[2:] if value.startswith("W/") else value
 
 
-@dataclass(frozen=True)
-class _Route:
-    """How requests would send a plain GET to one host, worked out once: its adapter's pool,
-    TLS settings and session headers."""
-
-    adapter: HTTPAdapter
-    host_params: dict[str, Any]
-    pool_kwargs: dict[str, Any]
-    verify: Any
-    cert: Any
-    headers: dict[str, str]
+def _exhausted(response: requests.Response | None) -> bool:
+    """Whether the answer's body was read to the end its ``Content-Length`` announced."""
+    isclosed = getattr(getattr(getattr(response, "raw", None), "_fp", None), "isclosed", None)
+    return bool(callable(isclosed) and isclosed())
 
 
-def _plain_route(session: requests.Session, url: str) -> _Route | None:
-    """The route of ``url``'s host if a GET there can skip requests' per-call machinery (merging
-    settings, environment and cookies, hooks, building a Response: about 0.3 ms of CPU a request,
-    most of a small read's cost); ``None`` when requests must do it (a proxy, a custom adapter,
-    session auth, cookies or hooks). A URL requests would rewrite goes through it too."""
-    adapter = session.get_adapter(url)
-    if type(adapter) is not HTTPAdapter or session.cookies or any(session.hooks.values()):
-        return None
-    if session.auth is not None and session.auth is not _no_auth:
-        return None
-    if session.auth is None and session.trust_env:
-        return None  # requests may add .netrc credentials per host
-    settings = session.merge_environment_settings(url, {}, None, None, None)
-    if select_proxy(url, settings.get("proxies") or {}):
-        return None
-    prepared = requests.Request("GET", url).prepare()
-    host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(prepared, settings["verify"],
-                                                                             settings["cert"])
-    return _Route(adapter, host_params, pool_kwargs, settings["verify"], settings["cert"], dict(session.headers))
-
-
-def _reuse_connection(response: requests.Response) -> None:
-    """Return the connection of a fully read answer to the pool (bodies read through http.client
-    directly bypass urllib3's own bookkeeping, which would otherwise close it)."""
-    raw = response.raw
-    fp = getattr(raw, "_fp", None)
-    isclosed = getattr(fp, "isclosed", None)
-    if fp is None or (callable(isclosed) and isclosed()):
-        with contextlib.suppress(Exception):
-            raw.release_conn()
+def _describe(problem: BaseException) -> str:
+    if isinstance(problem, _Fault):
+        return str(problem)
+    return f"{type(problem).__name__}: {redact(str(problem))[:200]}"
 
 
 class RangeReader:
@@ -215,6 +169,27 @@ class RangeReader:
     The HTTP request is made lazily on the first read; if the connection fails or the body ends
     early, the next request resumes at the first missing byte. ``read(n)`` returns exactly
     ``min(n, remaining)`` bytes or raises. Not thread-safe (one reader per consumer).
+
+    **Every answer is verified before a byte of it is used** (:func:`~._answer.inspect_answer`): its
+    ``Content-Range`` must start at the first missing byte; a body is read up to the range asked at
+    most, whatever ``Content-Length`` says, and a body that ends early (a short ``Content-Length``, a
+    connection closed early) is resumed from the first missing byte. Nothing an answer states is
+    kept before it is verified: its file size becomes :attr:`total` only once its body has arrived
+    in full with consistent headers, and its ETag is pinned only once the answer is accepted.
+
+    **File changed, or faulty answer?** An answer whose size (``Content-Range`` total, or a
+    whole-file ``200``'s length, or a ``416``) contradicts the known size (the metadata's, or one
+    verified earlier) is
+
+    * a :class:`FileChangedError` at once when its ETag differs from the one pinned for this read;
+    * a :class:`FileChangedError` when the previous answer stated the same contradicting size (two
+      answers in a row agree: the file, or its metadata, really changed);
+    * otherwise a faulty answer (a proxy or a server in trouble): retried like a reset, and not
+      used. A proxy that corrupts sizes at random seldom repeats itself; one that always lies the
+      same way is reported as a change, which is the safe side.
+
+    ``failures`` without progress are bounded by ``RetryPolicy.attempts``; bytes that arrive reset
+    the count (a body that keeps breaking off but advances is resumed to the end).
     """
 
     def __init__(self, transport: Transport, key: FileKey, start: int, end: int, *, path: str,
@@ -229,9 +204,15 @@ class RangeReader:
         self.start = start
         self.pos = start
         self.end = end
-        self.total: int | None = size  # the file size storage reports (Content-Range), once known
+        self.total: int | None = size  # the file size: the metadata's, or one storage stated and proved
         self._response: requests.Response | None = None
-        self._skip = 0  # bytes to discard first (a server that ignored Range)
+        self._stop = start  # the current answer serves bytes up to here (at most ``end``)
+        self._answer_from = start  # where the current answer started delivering
+        self._pending: int | None = None  # the size the current answer states, learned once it completes
+        self._whole = False  # the current answer is a whole-file 200
+        self._odd: tuple[str, int | None] | None = None  # the last contradicting size stated
+        self._failures = 0  # consecutive failures without a byte of progress
+        self._interrupted = False  # drain() lost the answer midway
 
     @property
     def remaining(self) -> int:
@@ -249,8 +230,6 @@ class RangeReader:
             chunk = self._pull(lambda body, left: body.read(left), want - got)
             got += len(chunk)
             parts.append(chunk)
-        if self.pos >= self.end:
-            self._release()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, buffer: Any) -> int:
@@ -260,47 +239,62 @@ class RangeReader:
         want = min(len(view), self.remaining)
         got = 0
         while got < want and self.pos < self.end:
-            got += self._pull(lambda body, left, target=view[got:want]: body.readinto(target[:left]), want - got)
-        if self.pos >= self.end:
-            self._release()
+            n = self._pull(lambda body, left, target=view[got:want]: body.readinto(target[:left]), want - got)
+            got += n if isinstance(n, int) else len(n)
         return got
 
     def _pull(self, step: Callable[[Any, int], Any], left: int) -> Any:
         """One successful ``step(body, left)`` on the current answer (connecting and retrying as needed);
         ``step`` returns bytes or a count. Position and counters advance by what it got."""
-        failures = 0
-        stats = self.transport.stats
         while True:
+            problem: BaseException | None = None
             try:
                 if self._response is None:
+                    if self._interrupted:
+                        self._interrupted = False
+                        self.transport.stats.add("retries")
+                        self.transport.stats.add("resumes")
                     self._connect()
                     if self.pos >= self.end:
                         return b""
-                got = step(self._body(), min(left, self.remaining))
+                got = step(self._body(), min(left, self._stop - self.pos))
                 count = got if isinstance(got, int) else len(got)
                 if not count:
-                    raise HTTPException(f"body ended {self.end - self.pos} bytes early")
-            except _RETRYABLE as exc:
-                self._drop()
-                failures += 1
-                stats.add("retries")
-                if failures < self.transport.policy.attempts:
-                    log.debug("%s: retrying bytes %d-%d after %s", self.path, self.pos, self.end - 1,
-                              type(exc).__name__)
-                    time.sleep(self.transport.policy.wait(failures))
-                    continue
-                failure = TransferError(
-                    f"{self.path}: reading bytes {self.pos}-{self.end - 1} failed {failures} times "
-                    f"in a row; last error: {type(exc).__name__}: {exc}",
-                    path=self.path,
-                )
-                cause = scrubbed(exc)
-            else:
-                self.pos += count
-                stats.add("bytes", count)
+                    raise _Fault(f"the answer ended {self._stop - self.pos} bytes early")
+            except _TRANSIENT as exc:
+                problem = exc
+            if problem is None:
+                self._advance(count)
                 return got
-            # outside the handler, chained to a scrubbed copy (the original holds the signed URL)
-            raise failure from cause
+            # outside the handler: a TransferError is chained to a scrubbed copy, never the original
+            self._recover(problem)
+
+    def _advance(self, count: int) -> None:
+        self.pos += count
+        self.transport.stats.add("bytes", count)
+        self._failures = 0
+        if self.pos >= self._stop:
+            self._complete()
+
+    def _recover(self, problem: BaseException) -> None:
+        """After a failed request or read: drop the answer, then wait for another try or give up."""
+        resumed = self._response is not None and self.pos > self._answer_from
+        self._drop()
+        self._failures += 1
+        policy = self.transport.policy
+        if self._failures >= policy.attempts:
+            raise TransferError(
+                f"{self.path}: reading bytes {self.pos}-{self.end - 1} failed {self._failures} times in a row; "
+                f"last problem: {_describe(problem)}",
+                path=self.path, attempts=self._failures,
+            ) from scrubbed(problem)
+        stats = self.transport.stats
+        stats.add("retries")
+        if resumed:
+            stats.add("resumes")
+        log.debug("%s: retrying bytes %d-%d after %s", self.path, self.pos, self.end - 1, _describe(problem))
+        retry_after = problem.retry_after if isinstance(problem, _Fault) else None
+        time.sleep(policy.wait(self._failures, retry_after))
 
     def _body(self) -> Any:
         """The body as a file: http.client's response under urllib3 when reachable (its ``readinto``
@@ -310,7 +304,7 @@ class RangeReader:
         fp = getattr(raw, "_fp", None)
         if fp is not None and hasattr(fp, "readinto") and hasattr(fp, "read"):
             return fp
-        return _Urllib3Body(raw)
+        return Urllib3Body(raw)
 
     def skip(self, n: int) -> None:
         """Discard the next ``n`` bytes (cheaper than a new request for small gaps)."""
@@ -319,35 +313,24 @@ class RangeReader:
 
     def drain(self) -> bytes:
         """The rest of the current answer if it arrives without trouble, else what did (no new request)."""
-        response = self._response
-        if response is None or not self.remaining:
+        if self._response is None or not self.remaining:
             return b""
         try:
-            data = self._body().read(self.remaining) or b""
+            data = self._body().read(self._stop - self.pos) or b""
         except _RETRYABLE:
             self._drop()
+            self._interrupted = True  # the next request resumes: counted then
             return b""
-        self.pos += len(data)
-        self.transport.stats.add("bytes", len(data))
-        if not self.remaining:
-            self._release()
+        if data:
+            self._advance(len(data))  # a body that ended early stays: the next read finds its end
         return data
 
     def close(self) -> None:
         """Stop reading; a small unread rest is drained so the connection can be reused."""
-        response, self._response = self._response, None
-        if response is None:
-            return
-        if 0 < self.remaining <= _DRAIN_LIMIT:
-            try:
-                rest = self._body_of(response).read(self.remaining) or b""
-                self.pos += len(rest)
-                self.transport.stats.add("bytes", len(rest))
-            except Exception:  # draining is best effort
-                pass
-        if not self.remaining:
-            _reuse_connection(response)
-        response.close()
+        if self._response is not None and 0 < self._stop - self.pos <= _DRAIN_LIMIT:
+            with contextlib.suppress(Exception):  # draining is best effort
+                self.drain()
+        self._drop()
 
     def __enter__(self) -> RangeReader:
         return self
@@ -363,74 +346,49 @@ class RangeReader:
     def __repr__(self) -> str:
         return f"RangeReader({self.path!r}, {self.start}-{self.end}, pos={self.pos})"
 
-    # -- requests ------------------------------------------------------------------------------
-    def _body_of(self, response: requests.Response) -> Any:
-        saved, self._response = self._response, response
-        try:
-            return self._body()
-        finally:
-            self._response = saved
-
-    def _release(self) -> None:
-        """The whole range was read: hand the connection back to the pool and forget the answer."""
+    # -- answers -------------------------------------------------------------------------------
+    def _complete(self) -> None:
+        """The current answer delivered all it was used for: learn the size it stated, reuse its connection."""
         response, self._response = self._response, None
+        if self._pending is not None and self.total is None and (not self._whole or _exhausted(response)):
+            self.total = self._pending  # a whole-file length only once its body really ended there
+        self._pending = None
         if response is not None:
-            _reuse_connection(response)
+            reuse_connection(response)
             response.close()
 
     def _drop(self) -> None:
         response, self._response = self._response, None
+        self._pending = None
         if response is not None:
-            with contextlib.suppress(Exception):  # the connection is already broken
+            with contextlib.suppress(Exception):  # the connection may already be broken
                 response.close()
 
     def _connect(self) -> None:
-        """Open a response positioned at ``self.pos``; raise for what retrying cannot fix."""
+        """Open an answer positioned at ``self.pos``; raise :class:`_Fault` (or a connection error)
+        for what another try may fix, typed errors for what it cannot."""
         transport = self.transport
-        policy = transport.policy
-        failures = 0
         refreshes = 0
         while True:
             lease = transport.broker.lease(self.key)
             transport.stats.add("requests")
-            try:
-                response = transport.get(
-                    lease.url, {"Range": f"bytes={self.pos}-{self.end - 1}", "Accept-Encoding": "identity"}
-                )
-            except _RETRYABLE as exc:
-                failures += 1
-                transport.stats.add("retries")
-                if failures < policy.attempts:
-                    time.sleep(policy.wait(failures))
-                    continue
-                failure = TransferError(
-                    f"{self.path}: could not reach storage for bytes {self.pos}-{self.end - 1} after "
-                    f"{failures} attempts; last error: {type(exc).__name__}",
-                    path=self.path,
-                )
-                cause = scrubbed(exc)
-            else:
-                failure = None
-            if failure is not None:
-                # outside the handler, chained to a scrubbed copy (the original holds the signed URL)
-                raise failure from cause
+            response = transport.get(
+                lease.url, {"Range": f"bytes={self.pos}-{self.end - 1}", "Accept-Encoding": "identity"}
+            )
             status = response.status_code
             if status in (200, 206):
                 try:
                     self._accept(response)
                 except BaseException:
+                    self._response = None
                     response.close()
                     raise
-                self._response = response
-                if self._skip:
-                    skip, self._skip = self._skip, 0
-                    self._discard(skip)
                 return
             body = _error_body(response)
             if status in (401, 403) or (status == 400 and _EXPIRED_RE.search(body)):
                 transport.broker.invalidate(lease)
                 refreshes += 1
-                if refreshes > policy.refreshes:
+                if refreshes > transport.policy.refreshes:
                     raise PermissionError(
                         errno.EACCES,
                         f"storage refused the download URL {refreshes} times in a row (HTTP {status}), "
@@ -440,70 +398,57 @@ class RangeReader:
                 continue
             if status in (404, 410):
                 raise FileNotFoundError(errno.ENOENT, f"storage has no such file (HTTP {status})", self.path)
-            if status == 416 and self.size is None and self.pos == 0:
-                self.total = 0  # an empty object: nothing to read
-                self.end = 0
-                return
             if status == 416:
-                raise FileChangedError(
-                    f"{self.path}: storage refused bytes {self.pos}-{self.end - 1} (HTTP 416): the file is "
-                    f"shorter than the {self.size} bytes its metadata says",
-                    path=self.path,
-                )
+                self._unsatisfiable(unsatisfied_total(response.headers.get("Content-Range")))
+                return
             if status == 429 or status >= 500:
-                failures += 1
-                transport.stats.add("retries")
-                if failures >= policy.attempts:
-                    raise TransferError(
-                        f"{self.path}: storage kept answering HTTP {status} for bytes "
-                        f"{self.pos}-{self.end - 1} ({failures} attempts)",
-                        path=self.path,
-                    )
-                time.sleep(policy.wait(failures, parse_retry_after(response.headers.get("Retry-After"))))
-                continue
+                raise _Fault(f"storage answered HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
             raise OSError(errno.EIO, f"storage answered HTTP {status} to a download", self.path)
 
-    def _accept(self, response: requests.Response) -> None:
-        """Check that a 200/206 answer carries exactly the bytes asked for, of the same file version."""
-        headers = response.headers
-        self.pin.check(self.key, headers.get("ETag"), self.path)
-        length_header = headers.get("Content-Length")
-        length = int(length_header) if length_header and length_header.isdigit() else None
-        if response.status_code == 206:
-            match = _CONTENT_RANGE_RE.match(headers.get("Content-Range", ""))
-            if match is None:
-                raise TransferError(f"{self.path}: partial answer without a valid Content-Range header",
-                                    path=self.path)
-            first, last, total = int(match[1]), int(match[2]), match[3]
-            if total != "*":
-                self.total = int(total)
-            if total != "*" and self.size is not None and int(total) != self.size:
-                raise FileChangedError(
-                    f"{self.path}: storage holds {total} bytes but the file's metadata says {self.size}; "
-                    "the file changed or its metadata is stale",
-                    path=self.path,
-                )
-            if first != self.pos or last != self.end - 1:
-                raise TransferError(
-                    f"{self.path}: asked for bytes {self.pos}-{self.end - 1}, storage sent {first}-{last}",
-                    path=self.path,
-                )
-            if length is not None and length != last - first + 1:
-                raise TransferError(
-                    f"{self.path}: Content-Length {length} does not match Content-Range {first}-{last}",
-                    path=self.path,
-                )
+    def _unsatisfiable(self, stated: int | None) -> None:
+        """A ``416``: an empty file when nothing says otherwise, else a contradiction of the known size."""
+        if self.total is None and self.pos == 0 and stated in (None, 0):
+            self.total = 0  # an empty object: nothing to read
+            self.end = 0
             return
-        # 200: the server ignored the Range header and sends the whole file.
-        if length is not None:
-            self.total = length
-        if length is not None and self.size is not None and length != self.size:
-            raise FileChangedError(
-                f"{self.path}: storage holds {length} bytes but the file's metadata says {self.size}",
-                path=self.path,
-            )
-        log.debug("%s: storage ignored the Range header; skipping %d bytes", self.path, self.pos)
-        self._skip = self.pos
+        known = "its metadata says" if self.size is not None else "storage said before"
+        self._contradiction(("416", stated), f"storage refused bytes {self.pos}-{self.end - 1} (HTTP 416): the "
+                                             f"file is shorter than the {self.total} bytes {known}")
+
+    def _contradiction(self, stated: tuple[str, int | None], message: str) -> None:
+        """An answer contradicting the known size: a change if the previous answer said the same, else a fault."""
+        if self._odd == stated:
+            raise FileChangedError(f"{self.path}: {message}, twice in a row; the file changed or its metadata "
+                                   "is stale", path=self.path)
+        self._odd = stated
+        raise _Fault(message)
+
+    def _accept(self, response: requests.Response) -> None:
+        """Check that a 200/206 answer carries the bytes asked for, of the same file version, and
+        make it the current answer (see the class docstring for the rules)."""
+        headers = response.headers
+        etag = headers.get("ETag")
+        if etag and self.pin.etag is not None and _etag(etag) != self.pin.etag:
+            self.pin.check(self.key, etag, self.path)  # raises FileChangedError
+        verdict = inspect_answer(response.status_code, headers, self.pos, self.end)
+        if verdict.fault is not None:
+            raise _Fault(verdict.fault)
+        known, stated = self.total, verdict.claim
+        if known is not None and stated is not None and stated != known:
+            whose = "its metadata says" if self.size is not None else "storage said before"
+            self._contradiction(("size", stated), f"storage says it holds {stated} bytes but {whose} {known}")
+        if verdict.whole and self.pos > 0 and (stated is None or stated != known):
+            raise _Fault("a whole-file answer whose length cannot be checked against the file's size")
+        self._odd = None
+        self.pin.check(self.key, etag, self.path)
+        self._pending = stated if verdict.consistent else None
+        self._whole = verdict.whole
+        self._stop = verdict.stop
+        self._answer_from = self.pos
+        self._response = response
+        if verdict.skip:
+            log.debug("%s: storage ignored the Range header; skipping %d bytes", self.path, verdict.skip)
+            self._discard(verdict.skip)
 
     def _discard(self, n: int) -> None:
         assert self._response is not None
@@ -513,7 +458,6 @@ class RangeReader:
                 raise HTTPException("body ended while skipping to the requested range")
             n -= len(chunk)
             self.transport.stats.add("bytes", len(chunk))
-
 
 class Transport:
     """The HTTP side of one connection: a pooled session, the broker, the policy and the counters."""
@@ -534,26 +478,26 @@ class Transport:
             session = requests.Session()
             # Pre-signed URLs carry their own authorisation: an explicit no-op auth keeps requests
             # from adding netrc credentials for the storage host (S3 refuses two auth mechanisms).
-            session.auth = _no_auth
+            session.auth = no_auth
             adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(16, 2 * self.max_workers), max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._routes: dict[tuple[str, str], _Route | None] = {}
+        self._routes: dict[tuple[str, str], Route | None] = {}
         self._timeout = urllib3.Timeout(connect=self.policy.connect_timeout, read=self.policy.read_timeout)
 
     def get(self, url: str, headers: dict[str, str]) -> Any:
         """A streamed GET: straight to urllib3's pool when requests would add nothing (see
-        :func:`_plain_route`), through the session otherwise. The answer has ``status_code``,
+        :func:`~._route.plain_route`), through the session otherwise. The answer has ``status_code``,
         ``headers``, ``raw`` and ``close()`` either way."""
         split = urlsplit(url)
         host = (split.scheme, split.netloc)
         try:
             route = self._routes[host]
         except KeyError:
-            route = self._routes[host] = _plain_route(self.session, url)
+            route = self._routes[host] = plain_route(self.session, url)
         if route is None or requote_uri(url) != url:
             return self.session.get(url, headers=headers, stream=True,
                                     timeout=(self.policy.connect_timeout, self.policy.read_timeout))
@@ -564,7 +508,7 @@ class Transport:
         raw = pool.urlopen("GET", path, body=None, headers={**route.headers, **headers}, redirect=False,
                            assert_same_host=False, preload_content=False, decode_content=False,
                            retries=adapter.max_retries, timeout=self._timeout, chunked=False)
-        return _Answer(raw)
+        return Answer(raw)
 
     @property
     def pool(self) -> ThreadPoolExecutor:

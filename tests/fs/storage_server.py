@@ -1,8 +1,18 @@
 """A tiny pre-signed-URL object server on loopback, for testing the data plane without the emulator.
 
 It behaves like cloud storage behind signed URLs: ``GET`` with ``Range`` (206 + ``Content-Range``),
-``ETag``, URLs that expire, ``HEAD`` refused with 403, and scripted faults (reset before answering,
-truncated bodies, 5xx) so each retry path can be exercised deterministically.
+``ETag``, URLs that expire, ``HEAD`` refused with 403, and scripted faults so each retry path can be
+exercised deterministically. ``faults`` is consumed one entry per GET; an entry joins faults with
+``+`` (``"whole+short"``); unknown names (``"none"``) are no fault:
+
+* ``reset`` (RST before answering), ``500``, ``403``, ``truncate`` (half the body, then close);
+* ``cut:N`` -- only the first N body bytes, then close;
+* ``short`` -- ``Content-Length`` half the body's length, the whole body sent (connection kept);
+* ``long`` -- ``Content-Length`` 100 more than the body, 100 junk bytes after it (connection kept);
+* ``200`` -- status 200 instead of 206, ``Content-Range`` kept (a proxy relabelling the answer);
+* ``200-bare`` -- status 200 and no ``Content-Range`` for a partial body;
+* ``whole`` -- ``Range`` ignored for this GET (200 and the whole object);
+* ``total`` -- a ``Content-Range`` total 1000 bytes too large.
 """
 
 from __future__ import annotations
@@ -65,18 +75,20 @@ class StorageServer:
                     server.ranges.append((name, self.headers.get("Range")))
                     server.agents.append(self.headers.get("User-Agent"))
                     fault = server.faults.popleft() if server.faults else None
-                if fault == "reset":
+                faults = set((fault or "").split("+"))
+                cut = next((int(f[4:]) for f in faults if f.startswith("cut:")), None)
+                if "reset" in faults:
                     sock = self.connection
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     sock.close()
                     self.close_connection = True
                     return
-                if fault == "500":
+                if "500" in faults:
                     self.send_response(500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if fault == "403" or query.get("sig") != server.signature(name, query.get("expires", "")):
+                if "403" in faults or query.get("sig") != server.signature(name, query.get("expires", "")):
                     self._refuse(403, "SignatureDoesNotMatch")
                     return
                 if float(query.get("expires", "0")) < time.time():
@@ -88,32 +100,38 @@ class StorageServer:
                     return
                 etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
                 match = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range") or "")
-                if match and not server.ignore_range:
+                if match and not server.ignore_range and "whole" not in faults:
                     start = int(match[1])
                     end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
                     if start >= len(data):
                         self._refuse(416, "InvalidRange")
                         return
                     body = data[start:end + 1]
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                    total = len(data) + (1000 if "total" in faults else 0)
+                    self.send_response(200 if faults & {"200", "200-bare"} else 206)
+                    if "200-bare" not in faults:
+                        self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
                 else:
                     body = data
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                length = len(body) // 2 if "short" in faults else len(body) + 100 if "long" in faults else len(body)
+                self.send_header("Content-Length", str(length))
                 self.send_header("ETag", etag)
                 self.end_headers()
-                if fault == "truncate":
-                    self.wfile.write(body[: len(body) // 2])
+                payload = body + bytes(range(100)) if "long" in faults else body
+                if "truncate" in faults:
+                    cut = len(body) // 2
+                if cut is not None:
+                    self.wfile.write(payload[:cut])
                     self.wfile.flush()
                     with server._lock:
-                        server.bytes_sent += len(body) // 2
+                        server.bytes_sent += len(payload[:cut])
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                self.wfile.write(payload)
                 with server._lock:
-                    server.bytes_sent += len(body)
+                    server.bytes_sent += len(payload)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -16,8 +16,9 @@ import pytest
 from fusion_stac.errors import FusionError, TransportError
 from fusion_stac.fs._file import AdaptiveStreamCache
 from fusion_stac.storage._broker import FileChangedError, FileKey, URLBroker, VersionPin
+from fusion_stac.storage._route import plain_route
 from fusion_stac.storage._stats import TransferStats
-from fusion_stac.storage._transport import RetryPolicy, TransferError, Transport, _plain_route
+from fusion_stac.storage._transport import RetryPolicy, TransferError, Transport
 
 from .storage_server import StorageServer
 
@@ -187,11 +188,11 @@ def test_requests_sends_what_it_would_change(server: StorageServer, change: str)
 def test_a_proxied_host_goes_through_requests(server: StorageServer, monkeypatch: pytest.MonkeyPatch) -> None:
     t = make_transport(server)
     url, _ = server.sign("blob", 3600)
-    assert _plain_route(t.session, url) is not None
+    assert plain_route(t.session, url) is not None
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    assert _plain_route(t.session, url) is None
+    assert plain_route(t.session, url) is None
 
 
 def test_read_range_exact_bytes_and_no_head(server: StorageServer) -> None:
@@ -393,3 +394,128 @@ def test_no_credentials_are_sent_to_storage(server: StorageServer, tmp_path, mon
     t = make_transport(server)
     assert t.read_range(KEY, 0, 10, path="fusion://x", size=len(server.blobs["blob"])) == server.blobs["blob"][:10]
     assert seen and all(value is None for value in seen)
+
+
+# -- faulty answers: verified, resumed, never trusted unverified ---------------------------------
+
+@pytest.mark.parametrize("start", [0, 1000])
+@pytest.mark.parametrize("fault", ["short", "long", "200+short", "200+long", "200", "whole+short", "whole+long",
+                                   "cut:0", "cut:1", "whole+cut:500", "whole+cut:5000", "200-bare", "total"])
+def test_faulty_answers_are_resumed_or_retried_to_the_exact_bytes(server: StorageServer, fault: str,
+                                                                    start: int) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.append(fault)
+    assert t.read_range(KEY, start, start + 70_000, path="fusion://x", size=len(data)) == \
+        data[start:start + 70_000]
+    # the connection an answer with a wrong Content-Length came on is never reused (junk would follow)
+    assert t.read_range(KEY, 5, 50, path="fusion://x", size=len(data)) == data[5:50]
+    stats = t.stats.snapshot()
+    assert stats["retries"] == (0 if fault in ("long", "200+long", "200") or (fault == "200-bare" and start == 0)
+                                else 1), stats
+
+
+def test_a_short_content_length_is_resumed_from_the_first_missing_byte(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.append("short")
+    assert t.read_range(KEY, 1000, 81_000, path="fusion://x", size=len(data)) == data[1000:81_000]
+    assert [r for _, r in server.ranges] == ["bytes=1000-80999", "bytes=41000-80999"]
+    stats = t.stats.snapshot()
+    assert stats["retries"] == 1 and stats["resumes"] == 1 and stats["bytes"] == 80_000
+
+
+def test_a_too_long_content_length_is_never_read_past_the_range(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.append("long")
+    with t.open_range(KEY, 10, 1010, path="fusion://x", size=len(data)) as reader:
+        assert reader.read() == data[10:1010] and reader.remaining == 0
+    assert t.stats.snapshot()["bytes"] == 1000
+
+
+@pytest.mark.parametrize("via_requests", [False, True])
+@pytest.mark.parametrize("fault", ["truncate", "cut:0", "cut:7", "whole+cut:100", "whole+cut:150000"])
+def test_a_cleanly_truncated_body_is_resumed_in_every_path(server: StorageServer, fault: str,
+                                                           via_requests: bool) -> None:
+    t = make_transport(server)
+    if via_requests:
+        t.session.hooks["response"].append(lambda r, *a, **k: None)
+    data = server.blobs["blob"]
+    server.faults.append(fault)
+    with t.open_range(KEY, 200, 300_000, path="fusion://x", size=len(data)) as reader:
+        assert reader.read(10) == data[200:210]
+        assert reader.drain() + reader.read() == data[210:300_000]
+    assert list(t._routes.values()) == [None if via_requests else t._routes[next(iter(t._routes))]]
+    assert t.stats.snapshot()["retries"] == 1
+
+
+def test_a_faulty_size_is_never_learned(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    for fault in ("total+cut:3", "long", "whole+long", "whole+short"):
+        server.faults.append(fault)
+        reader = t.open_range(KEY, 0, 10, path="fusion://x", size=None)
+        assert reader.read() == data[:10]
+        assert reader.total in (None, len(data)), (fault, reader.total)
+        reader.close()
+    reader = t.open_range(KEY, 0, 1, path="fusion://x", size=None)
+    assert reader.read() == data[:1] and reader.total == len(data)
+
+
+def test_a_size_contradicted_once_is_a_faulty_answer(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.extend(["total", "none", "total"])
+    assert t.read_range(KEY, 0, 100, path="fusion://x", size=len(data)) == data[:100]
+    assert t.read_range(KEY, 0, 100, path="fusion://x", size=len(data)) == data[:100]
+    assert t.stats.snapshot()["retries"] == 2 and server.methods["GET"] == 4
+
+
+def test_a_size_contradicted_twice_in_a_row_is_a_changed_file(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.extend(["total", "total"])
+    with pytest.raises(FileChangedError, match="twice in a row") as info:
+        t.read_range(KEY, 0, 100, path="fusion://org/f", size=len(data))
+    assert "fusion://org/f" in str(info.value) and server.methods["GET"] == 2
+
+
+def test_a_size_contradiction_with_a_new_etag_is_a_changed_file_at_once(server: StorageServer) -> None:
+    t = make_transport(server, lifetime=0.2)
+    data = server.blobs["blob"]
+    pin = VersionPin()
+    assert t.read_range(KEY, 0, 10, path="fusion://x", size=len(data), pin=pin) == data[:10]
+    server.blobs["blob"] = data + b"more"
+    time.sleep(0.25)
+    with pytest.raises(FileChangedError, match="ETag"):
+        t.read_range(KEY, 10, 20, path="fusion://x", size=len(data), pin=pin)
+    assert server.methods["GET"] == 2
+
+
+def test_faulty_answers_do_not_pin_their_etag(server: StorageServer) -> None:
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    pin = VersionPin()
+    server.faults.extend(["total", "500"])
+    assert t.read_range(KEY, 0, 10, path="fusion://x", size=len(data), pin=pin) == data[:10]
+    assert pin.etag is not None and t.stats.snapshot()["retries"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:`get_connection` has been deprecated:DeprecationWarning")
+def test_old_requests_without_pool_key_api_send_through_the_session(server: StorageServer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from requests.adapters import HTTPAdapter
+
+    def get_connection_with_tls_context(self: HTTPAdapter, request: object, verify: object,
+                                        proxies: object = None, cert: object = None) -> object:
+        return self.get_connection(request.url, proxies)  # type: ignore[attr-defined]  # what 2.31 did
+
+    monkeypatch.delattr(HTTPAdapter, "build_connection_pool_key_attributes")
+    monkeypatch.setattr(HTTPAdapter, "get_connection_with_tls_context", get_connection_with_tls_context)
+    t = make_transport(server)
+    data = server.blobs["blob"]
+    server.faults.append("truncate")
+    assert t.read_range(KEY, 10, 90_000, path="fusion://x", size=len(data)) == data[10:90_000]
+    assert list(t._routes.values()) == [None]
+    assert t.stats.snapshot()["resumes"] == 1
