@@ -42,7 +42,7 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 _SAFE = " !$&'()*+,;=:@[]~^{}|`\"<>"
 
 # Levels below each section, in order.
-_LEVELS: dict[str, tuple[str, ...]] = {
+_LEVELS: dict[str, tuple[Kind, ...]] = {
     "uploads": ("data", "file"),
     "data": ("data", "file"),
     "processes": ("process", "execution", "component", "output", "file"),
@@ -99,7 +99,7 @@ class FusionPath:
             return "organisation"
         for level in reversed(_LEVELS[self.section]):
             if getattr(self, level) is not None:
-                return level  # type: ignore[return-value]
+                return level
         return "section"
 
     @property

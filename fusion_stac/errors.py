@@ -226,7 +226,7 @@ class ValidationError(APIError):
     values, a file type the input does not accept, an input whose analysis is not finished.
     """
 
-    status = 400
+    status: int | None = 400
 
     def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)

@@ -168,7 +168,7 @@ def _dicts(value: Any) -> tuple[FrozenDict, ...]:
     return tuple(FrozenDict(v) for v in value or ())
 
 
-class FrozenDict(dict):  # type: ignore[type-arg]
+class FrozenDict(dict[str, Any]):
     """A read-only ``dict`` (top level only) that still pickles, copies and JSON-encodes as a dict."""
 
     __slots__ = ()
@@ -176,7 +176,7 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     def _readonly(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("model payloads are read-only; copy with dict(model.raw) to modify")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FrozenDict, (dict(self),))
@@ -249,7 +249,7 @@ class Model:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return dict(self.raw) == dict(other.raw)  # type: ignore[attr-defined]
+        return dict(self.raw) == dict(other.raw)
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.raw.get("id"), self.raw.get("updated_at")))
@@ -591,14 +591,15 @@ class Option(Model):
         except InvalidOperation:
             return None
 
-    def _parse_datetime_text(self, text: str) -> datetime:
+    def _parse_datetime_text(self, text: str) -> datetime | None:
+        """``None`` for an empty string."""
         fmt = self.format
         if fmt:
             try:
-                return parse_datetime(datetime.strptime(text, fmt))  # type: ignore[return-value]
+                return parse_datetime(datetime.strptime(text, fmt))
             except ValueError:
                 pass
-        return parse_datetime(text)  # type: ignore[return-value]
+        return parse_datetime(text)
 
     # -- decoding --------------------------------------------------------------------------------
     @property

@@ -223,11 +223,13 @@ def _parse_interval(value: Any) -> Interval | None:
 
 def _overlaps(interval: Interval, start: datetime | None, end: datetime | None) -> bool:
     lo, hi = interval
-    if start is None and end is None:
-        return True
-    start = start or end
-    end = end or start
-    return (hi is None or start <= hi) and (lo is None or end >= lo)  # type: ignore[operator]
+    if start is None:
+        if end is None:
+            return True
+        start = end
+    elif end is None:
+        end = start
+    return (hi is None or start <= hi) and (lo is None or end >= lo)
 
 
 def _item_interval(props: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
@@ -396,7 +398,7 @@ def search(
                     if pin_execution is not None and not pin_execution & {e.id for e in members}:
                         continue
                     starts = [e.started_at for e in members if e.started_at]
-                    ends = [e.ended_at or e.started_at for e in members if e.ended_at or e.started_at]
+                    ends = [t for e in members if (t := e.ended_at or e.started_at)]
                     if interval and starts and not _overlaps(interval, min(starts), max(ends)):
                         continue
                     hrefs.append(group_href(org_id, proc.id, gid))

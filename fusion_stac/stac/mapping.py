@@ -182,7 +182,7 @@ def media_type(file_type: str | None, file_name: str | None = None, *, cog: bool
     """IANA media type of a platform file; COGs get ``profile=cloud-optimized``."""
     if file_type == "GeoTIFF" and cog:
         return COG_MEDIA_TYPE
-    if file_type in _MEDIA_TYPES:
+    if file_type is not None and file_type in _MEDIA_TYPES:
         return _MEDIA_TYPES[file_type]
     if file_name:
         guessed, _ = mimetypes.guess_type(file_name)
@@ -285,7 +285,7 @@ _RASTER_INGESTER_KEYS = ("Raster", "raster", "GeoTIFF", "Image")
 
 def raster_info_from_file(file: DataFile) -> RasterInfo | None:
     """Grid facts from the API alone: an ingester record, else the file's ``stac_item``; else ``None``."""
-    ingesters = file.ingesters or {}
+    ingesters: Mapping[str, Any] = file.ingesters or {}
     for key in _RASTER_INGESTER_KEYS:
         record = ingesters.get(key)
         if isinstance(record, Mapping) and {"width", "height", "transform"} <= set(record):
@@ -846,7 +846,7 @@ def collection_dict(
         extensions.append(PROCESSING_SCHEMA)
     summaries: dict[str, Any] = {}
     for key in ("proj:code", "gsd", "fusion:file_type"):
-        values = sorted({(it.get("properties") or {}).get(key) for it in items} - {None})
+        values = sorted({v for it in items if (v := (it.get("properties") or {}).get(key)) is not None})
         if values:
             summaries[key] = values
     out: dict[str, Any] = {
@@ -939,7 +939,7 @@ def execution_collection(
         first = ex.started_at
         title = f"{process.name} — {first:%Y-%m-%d %H:%M} UTC" if first else f"{process.name} — {ex.id}"
         description = f"Outputs of one execution of process {process.name!r} on the {PLATFORM}."
-    last = max((e.ended_at or e.started_at for e in executions if e.ended_at or e.started_at), default=None)
+    last = max((t for e in executions if (t := e.ended_at or e.started_at)), default=None)
     failed = sorted(e.id for e in executions if execution_state(e) in ("failed", "stopped"))
     fields = _drop_none({
         "fusion:organisation_id": process.organisation_id,

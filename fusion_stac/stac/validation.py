@@ -244,8 +244,8 @@ class _OfflineValidator(JsonSchemaSTACValidator):
         for url, path in schema_map().items():
             self.schema_cache.setdefault(url, json.loads(Path(path).read_text()))
 
-    def validate_extension(self, stac_dict: dict[str, Any], stac_object_type: str, stac_version: str,
-                           extension_id: str, href: str | None = None) -> Any:
+    def validate_extension(self, stac_dict: dict[str, Any], stac_object_type: pystac.STACObjectType,
+                           stac_version: str, extension_id: str, href: str | None = None) -> str | None:
         if extension_id.rstrip("#") in self.schema_cache:
             return super().validate_extension(stac_dict, stac_object_type, stac_version, extension_id, href)
         check_extension_fields(stac_dict, extension_id)

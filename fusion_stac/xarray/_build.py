@@ -296,8 +296,8 @@ def build_dataarray(
     nb = len(stack.cfg.bands)
     coords["band"] = np.arange(1, nb + 1, dtype=np.int64)
     with_time = times is not None
-    if with_time:
-        coords["time"] = np.array([np.datetime64(_naive_utc(t), "ns") for t in times])  # type: ignore[union-attr]
+    if times is not None:
+        coords["time"] = np.array([np.datetime64(_naive_utc(t), "ns") for t in times])
     dims = ("time", "band", "y", "x") if with_time else ("band", "y", "x")
     resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
     if resolved is None:

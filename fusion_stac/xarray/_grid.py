@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from odc.geo import CRS, XY, xy_
 from odc.geo.crs import norm_crs
@@ -67,7 +67,7 @@ def _resolution_of(sources: Sequence[RasterSource], crs: CRS) -> tuple[float, fl
     return min(abs(r.x) for r in fits), min(abs(r.y) for r in fits)
 
 
-def _anchor(sources: Sequence[RasterSource], crs: CRS, res: tuple[float, float]) -> XY[float] | str:
+def _anchor(sources: Sequence[RasterSource], crs: CRS, res: tuple[float, float]) -> XY[float] | Literal["edge"]:
     """Snap to the pixel grid of the first source on the target CRS (when coarser, to a grid whose
     pixel edges pass through that source's origin, so that integer decimation can read overviews);
     with no such source, to the CRS origin."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import rasterio
@@ -41,6 +41,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.math import is_almost_int, maybe_int, snap_affine
 from odc.geo.overlap import LinearPointTransform, ReprojectInfo, box_overlap, compute_reproject_roi
 from odc.geo.roi import roi_is_empty, roi_shape, scaled_up_roi
+from odc.geo.types import NormalizedROI, NormalizedSlice
 from odc.geo.warp import resampling_s2rio
 from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
@@ -59,6 +60,8 @@ from fusion_stac.xarray._storage import Storage
 
 __all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handles", "fill_region", "nodata_mask",
            "warm_opener"]
+
+T = TypeVar("T")
 
 METHODS = ("first", "last", "min", "max", "mean")
 
@@ -173,7 +176,7 @@ def adopt_thread() -> None:
     _LOCAL.owned = True
 
 
-def in_gdal_context(fn: Callable[..., Any], *args: Any) -> Any:
+def in_gdal_context(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` in this thread's GDAL context, with our GDAL configuration."""
     local = _LOCAL
     if local.depth:
@@ -291,12 +294,12 @@ class _OpenerThread:
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
         if _LOCAL.opener:
             return fn(*args)
         return self.submit(fn, *args).result()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="fusion-open", initializer=self._mark)
@@ -345,10 +348,15 @@ def close_handles() -> None:
     kept)."""
     handles = _HANDLES.drain()
     if handles:
-        in_gdal_context(lambda: [_close(h) for h in handles])
+        in_gdal_context(_close_all, handles)
 
 
 atexit.register(close_handles)
+
+
+def _close_all(handles: Iterable[_Handle]) -> None:
+    for handle in handles:
+        _close(handle)
 
 
 def _close(handle: _Handle) -> None:
@@ -530,7 +538,8 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
         _warp(source, rr, dst_gbox, cfg, handle, out)
 
 
-def _paste(source: RasterSource, ys: slice, xs: slice, cfg: ReadConfig, handle: _Handle, out: np.ndarray) -> None:
+def _paste(source: RasterSource, ys: NormalizedSlice, xs: NormalizedSlice, cfg: ReadConfig, handle: _Handle,
+           out: np.ndarray) -> None:
     """Same grid (maybe decimated by an integer factor): one RasterIO call; with a smaller buffer
     than the window GDAL reads the matching overview itself."""
     resampling = resampling_s2rio(cfg.resampling)
@@ -595,7 +604,14 @@ def _convert_into(pix: np.ndarray, src_nodata: float | None, out: np.ndarray, fi
 # many sources -> one region
 
 
-def _intersects(a: tuple[slice, slice], b: tuple[slice, slice]) -> bool:
+def _np_roi(roi: NormalizedROI) -> tuple[slice, slice]:
+    """``roi`` as numpy indices. odc-geo types its windows as the ``NormalizedSlice`` protocol (a
+    slice whose start and stop are ints), which numpy's stubs do not take as an index; at run time
+    they are builtin ``slice`` objects."""
+    return cast("tuple[slice, slice]", roi)
+
+
+def _intersects(a: NormalizedROI, b: NormalizedROI) -> bool:
     return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
 
 
@@ -654,7 +670,7 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
         transport.pool.submit(_quietly, _prefetch, storage, ahead, cfg.settings)
 
     def direct(part: _Part) -> None:
-        ys, xs = part.rr.roi_dst
+        ys, xs = _np_roi(part.rr.roi_dst)
         _read_source(part.source, part.rr, dst_gbox, cfg, storage, dst[:, ys, xs])
 
     def to_temp(part: _Part) -> np.ndarray:
@@ -744,8 +760,8 @@ class _Fuser:
         self._sum: np.ndarray | None = None
         self._count: np.ndarray | None = None
 
-    def add(self, roi: tuple[slice, slice], pix: np.ndarray) -> None:
-        ys, xs = roi
+    def add(self, roi: NormalizedROI, pix: np.ndarray) -> None:
+        ys, xs = _np_roi(roi)
         view = self.dst[:, ys, xs]
         valid = ~nodata_mask(pix, self.cfg.fill_value)
         method = self.cfg.method
@@ -807,7 +823,7 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
             names = tuple(d or str(i + 1) for i, d in enumerate(ds.descriptions))
             return RasterSource(
                 key=key, crs=ds.crs.to_wkt() if ds.crs.to_epsg() is None else f"EPSG:{ds.crs.to_epsg()}",
-                transform=tuple(ds.transform)[:6],  # type: ignore[arg-type]
+                transform=tuple(ds.transform)[:6],
                 shape=(ds.height, ds.width), dtype=ds.dtypes[0], count=ds.count, nodata=ds.nodata,
                 size=size, cog=ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "").upper() == "COG",
                 overviews=tuple(ds.overviews(1)),
@@ -819,4 +835,4 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
             ds.close()
 
     load_header(storage.transport(), key, label, settings, size)
-    return _OPENER.run(run)  # type: ignore[no-any-return]
+    return _OPENER.run(run)

@@ -36,7 +36,7 @@ class FusionBackendEntrypoint(BackendEntrypoint):
         "variable_name", "fetch",
     )
 
-    def open_dataset(  # type: ignore[override]
+    def open_dataset(
         self,
         filename_or_obj: Any,
         *,
@@ -89,6 +89,7 @@ def _fusion_href(obj: Any) -> str | None:
         import pystac
     except ImportError:  # pragma: no cover
         return None
+    href: str | None
     if isinstance(obj, pystac.Asset):
         href = obj.href
     elif isinstance(obj, pystac.Item):

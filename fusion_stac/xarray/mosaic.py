@@ -126,9 +126,10 @@ def read_config(
         out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(native)
     except TypeError as exc:
         raise MosaicError(f"dtype={dtype!r} is not a data type", field="dtype") from exc
+    fill: float | None
     if nodata is not None:
-        fill: float | None = float(nodata)
-        check_nodata(fill, out_dtype, "nodata=")  # type: ignore[arg-type]
+        fill = float(nodata)
+        check_nodata(fill, out_dtype, "nodata=")
     else:
         declared = [s.nodata for s in sources if s.nodata is not None]
         fill = declared[0] if declared else (math.nan if out_dtype.kind == "f" else None)

@@ -74,7 +74,8 @@ def open_timeseries(
                                       start=start, end=end, asset=asset, output=output)
         layers = [[source_from_item(i, asset) for i in run.items] for run in runs]
         times = [run.started_at or _first_time(layer) for run, layer in zip(runs, layers, strict=True)]
-    if any(t is None for t in times):
+    known = [t for t in times if t is not None]
+    if len(known) != len(times):
         raise MosaicError("some runs have no start time; cannot place them on a time axis")
     every = [s for layer in layers for s in layer]
     the_storage = storage if storage is not None else as_storage(client)
@@ -87,7 +88,7 @@ def open_timeseries(
     for key in ("fusion:group_id", "fusion:group_count"):
         attrs.pop(key, None)
     attrs["fusion:runs"] = len(layers)
-    return build_dataarray(stack, chunks=chunks, band_names=names, attrs=attrs, times=times)  # type: ignore[arg-type]
+    return build_dataarray(stack, chunks=chunks, band_names=names, attrs=attrs, times=known)
 
 
 def _first_time(layer: Sequence[RasterSource]) -> datetime | None:
