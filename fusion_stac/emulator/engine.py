@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusion_stac.emulator import analysis, services
+from fusion_stac.emulator import geodata, services
 from fusion_stac.emulator.bodies import gap_to_timedelta, parse_gap
 from fusion_stac.emulator.core import content_type_for
 from fusion_stac.emulator.errors import invalid
@@ -131,7 +131,7 @@ class Engine:
         if region is None:
             raise invalid("The process input has no geographic footprint to process")
         try:
-            slices = analysis.slice_region(region, slice_size_m=self.settings.slice_size_m,
+            slices = geodata.slice_region(region, slice_size_m=self.settings.slice_size_m,
                                            max_region_m=self.settings.max_region_m)
         except ValueError as exc:
             raise invalid(f"The region cannot be processed: {exc}") from None
@@ -359,10 +359,10 @@ class Engine:
         when = datetime.fromisoformat(execution["started_at"])
         if output["renderer"] == "elevation":
             resolution = float(options.get("resolution") or self.settings.resolution_m)
-            analysis.render_elevation(target, slc, resolution_m=resolution)
+            geodata.render_elevation(target, slc, resolution_m=resolution)
         else:
             when = _classification_date(execution.get("options") or [], when)
-            analysis.render_classification(target, slc, resolution_m=self.settings.resolution_m, date=when)
+            geodata.render_classification(target, slc, resolution_m=self.settings.resolution_m, date=when)
         return self._store_output(execution, spec, target, state, when)
 
     def _run_aggregator(self, execution_id: str, state: dict[str, Any], rasters: list[Path],
@@ -384,7 +384,7 @@ class Engine:
                 shutil.copyfile(raster, link)
             named.append(link)
         target = work / f"{execution_id}-{spec['output']['file_name']}"
-        analysis.render_statistics_csv(target, named)
+        geodata.render_statistics_csv(target, named)
         return self._store_output(execution, spec, target, state, datetime.fromisoformat(execution["started_at"]))
 
     def _store_output(self, execution: dict[str, Any], spec: dict[str, Any], source: Path, state: dict[str, Any],
@@ -574,7 +574,7 @@ def _slice_from_state(state: dict[str, Any]) -> Any:
     values["bounds_lonlat"] = tuple(values["bounds_lonlat"])
     if values.get("bounds_native") is not None:
         values["bounds_native"] = tuple(values["bounds_native"])
-    return analysis.Slice(**values)
+    return geodata.Slice(**values)
 
 
 def _classification_date(options: list[dict[str, Any]], default: datetime) -> datetime:
