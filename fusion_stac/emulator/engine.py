@@ -20,19 +20,17 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fusion_stac.emulator import geodata, services
 from fusion_stac.emulator.bodies import gap_to_timedelta, parse_gap
-from fusion_stac.emulator.core import content_type_for
+from fusion_stac.emulator.core import Platform, content_type_for
 from fusion_stac.emulator.errors import invalid
 from fusion_stac.emulator.store import iso, utcnow
-
-if TYPE_CHECKING:
-    from fusion_stac.emulator.processes import Processes
 
 logger = logging.getLogger("fusion_stac.emulator")
 
@@ -42,12 +40,23 @@ _PROGRESS_INTERVAL = 0.5
 
 
 class Engine:
-    """Creates and runs executions for a :class:`Processes` service."""
+    """Creates and runs executions for the process service.
 
-    def __init__(self, processes: Processes) -> None:
-        self.processes = processes
-        self.platform = processes.platform
-        self.store = processes.store
+    The process service owns the engine and hands it the two look-ups it needs (a data item's region, a
+    service's specification), so the engine does not depend on the process service's module.
+    """
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        region_wkb: Callable[[str], bytes | None],
+        service_spec: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        self.platform = platform
+        self.store = platform.store
+        self._region_wkb = region_wkb
+        self._service_spec = service_spec
         self._events: dict[str, threading.Event] = {}
         self._events_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -127,7 +136,7 @@ class Engine:
             return None
         if state.get("launching") and not claimed:
             return None
-        region = self.processes.region_wkb(doc["inputs"][0]["id"]) if doc.get("inputs") else None
+        region = self._region_wkb(doc["inputs"][0]["id"]) if doc.get("inputs") else None
         if region is None:
             raise invalid("The process input has no geographic footprint to process")
         try:
@@ -135,7 +144,7 @@ class Engine:
                                            max_region_m=self.settings.max_region_m)
         except ValueError as exc:
             raise invalid(f"The region cannot be processed: {exc}") from None
-        _, spec = self.processes._service_spec(doc["service_id"])
+        _, spec = self._service_spec(doc["service_id"])
         with self.store.tx():
             row = self.store.row("processes", process_id)
             if row is None:
