@@ -112,6 +112,14 @@ def _analyse_vector(path: Path, kind: str, head: bytes) -> tuple[dict, shapely.G
     present = geometries[~shapely.is_missing(geometries) & ~shapely.is_empty(geometries)]
     if present.size == 0:
         raise _BadContent("no features with a geometry")
+    west, south, east, north = (float(v) for v in shapely.total_bounds(present))
+    if not (-180.0 <= west <= east <= 180.0 and -90.0 <= south <= north <= 90.0):
+        # Not wrapped: the API's bounds are plain lon/lat, and a wrapped polygon would cross the antimeridian.
+        raise _BadContent(
+            f"its coordinates are not longitude/latitude within -180..180 and -90..90 "
+            f"(bounds {west:g}, {south:g}, {east:g}, {north:g}); split a region that crosses the "
+            f"antimeridian into parts on either side of it"
+        )
     counts = _count_types(present)
     footprint = shapely.union_all(shapely.make_valid(present))
     polygonal = _parts_of(footprint, (3, 6))
