@@ -40,11 +40,8 @@ _PROGRESS_INTERVAL = 0.5
 
 
 class Engine:
-    """Creates and runs executions for the process service.
-
-    The process service owns the engine and hands it the two look-ups it needs (a data item's region, a
-    service's specification), so the engine does not depend on the process service's module.
-    """
+    """Creates and runs executions for the process service, which owns it and hands it the two look-ups it
+    needs (a data item's region, a service's specification): the engine does not import the process service."""
 
     def __init__(
         self,
