@@ -14,65 +14,34 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Body, FastAPI, Query, Request, Security
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from fusion_stac.emulator import listing, models
 from fusion_stac.emulator.bodies import model_fields, nested_fields
-from fusion_stac.emulator.core import AuthContext, Platform
 from fusion_stac.emulator.downloads import serve_download
 from fusion_stac.emulator.errors import ApiError
 from fusion_stac.emulator.faults import Scope
+from fusion_stac.emulator.routes_processes import install_process_routes
+from fusion_stac.emulator.routing import (
+    Auth,
+    JSONBody,
+    Limit,
+    Reverse,
+    Search,
+    base_url,
+    list_response,
+    model_response,
+    platform_of,
+)
 from fusion_stac.emulator.storage import UploadError, storage_error_xml
 
 logger = logging.getLogger("fusion_stac.emulator")
 
-JSONBody = Annotated[dict[str, Any] | None, Body(description="JSON object (flat Model[field] keys or nested)")]
-_bearer = HTTPBearer(auto_error=False, description="Access token from POST /users/login")
-
-
-def _platform(request: Request) -> Platform:
-    return request.app.state.runtime.platform
-
-
-def _ok(model: Any = None, *, extras: dict[str, Any] | None = None, status: int = 200) -> JSONResponse:
-    payload: dict[str, Any] = {}
-    if model is not None:
-        payload["model"] = model
-    if extras is not None:
-        payload["extras"] = extras
-    return JSONResponse(payload, status_code=status)
-
-
-def _list(request: Request, items: list[dict[str, Any]], spec: listing.ListSpec,
-          extras: dict[str, Any] | None = None) -> JSONResponse:
-    query = listing.parse_query(request.query_params.multi_items(), spec)
-    page, following = listing.apply(items, query, spec)
-    payload: dict[str, Any] = {"list": page}
-    if extras is not None:
-        payload["extras"] = extras
-    if following:
-        payload["last"] = following
-    return JSONResponse(payload)
-
-
-def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-def auth(request: Request,
-         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None) -> AuthContext:
-    """Dependency: the caller, from the bearer token (401 otherwise)."""
-    return _platform(request).authenticate(request.headers.get("authorization"))
-
-
-Auth = Annotated[AuthContext, Security(auth)]
-OrgId = Annotated[uuid.UUID, "organisation id"]
 
 
 def create_app(runtime: Any) -> FastAPI:
@@ -89,12 +58,7 @@ def create_app(runtime: Any) -> FastAPI:
     _organisation_routes(app)
     _data_routes(app)
     _service_routes(app)
-    try:
-        from fusion_stac.emulator.routes_processes import install_process_routes
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        install_process_routes(app)
+    install_process_routes(app)
     _storage_routes(app)
 
     @app.get("/_emulator/health", include_in_schema=False)
@@ -182,23 +146,23 @@ def _user_routes(app: FastAPI) -> None:
     @app.post("/users/login", tags=["users"], summary="Log in with e-mail (or user id) and password")
     def login(request: Request, body: JSONBody = None) -> Response:
         fields = nested_fields(body, "User")
-        return JSONResponse(_platform(request).login(fields))
+        return JSONResponse(platform_of(request).login(fields))
 
     @app.get("/users/{user_id}", tags=["users"])
     def get_user(request: Request, user_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).get_user(ctx, str(user_id)))
+        return model_response(platform_of(request).get_user(ctx, str(user_id)))
 
     @app.patch("/users/{user_id}", tags=["users"])
     def update_user(request: Request, user_id: uuid.UUID, ctx: Auth, body: JSONBody = None) -> Response:
-        return _ok(_platform(request).update_user(ctx, str(user_id), model_fields(body, "User")))
+        return model_response(platform_of(request).update_user(ctx, str(user_id), model_fields(body, "User")))
 
     @app.delete("/users/{user_id}", tags=["users"])
     def delete_user(request: Request, user_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).delete_user(ctx, str(user_id)))
+        return model_response(platform_of(request).delete_user(ctx, str(user_id)))
 
     @app.post("/users/{user_id}/change_password", tags=["users"])
     def change_password(request: Request, user_id: uuid.UUID, ctx: Auth, body: JSONBody = None) -> Response:
-        _platform(request).change_password(ctx, str(user_id), nested_fields(body, "User"))
+        platform_of(request).change_password(ctx, str(user_id), nested_fields(body, "User"))
         return JSONResponse({})
 
 
@@ -208,28 +172,21 @@ def _user_routes(app: FastAPI) -> None:
 def _organisation_routes(app: FastAPI) -> None:
     @app.get("/organisations/{organisation_id}", tags=["organisations"])
     def get_organisation(request: Request, organisation_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).get_organisation(ctx, str(organisation_id)))
+        return model_response(platform_of(request).get_organisation(ctx, str(organisation_id)))
 
     @app.patch("/organisations/{organisation_id}", tags=["organisations"])
     def update_organisation(request: Request, organisation_id: uuid.UUID, ctx: Auth,
                             body: JSONBody = None) -> Response:
         fields = model_fields(body, "Organisation")
-        return _ok(_platform(request).update_organisation(ctx, str(organisation_id), fields))
+        return model_response(platform_of(request).update_organisation(ctx, str(organisation_id), fields))
 
     @app.delete("/organisations/{organisation_id}", tags=["organisations"])
     def delete_organisation(request: Request, organisation_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).delete_organisation(ctx, str(organisation_id)))
+        return model_response(platform_of(request).delete_organisation(ctx, str(organisation_id)))
 
     @app.get("/organisations/{organisation_id}/credits/{credit_id}", tags=["organisations"])
     def get_credit(request: Request, organisation_id: uuid.UUID, credit_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).get_credit(ctx, str(organisation_id), str(credit_id)))
-
-
-# -- list parameters (declared for the OpenAPI document; parsed from the raw query) ----------------
-
-Limit = Annotated[int, Query(ge=1, le=listing.MAX_LIMIT, description="page size")]
-Reverse = Annotated[str, Query(pattern="^(True|False|true|false|1|0)$", description="reverse natural order")]
-Search = Annotated[str | None, Query(max_length=1000, description="case-insensitive free text")]
+        return model_response(platform_of(request).get_credit(ctx, str(organisation_id), str(credit_id)))
 
 
 # -- data and files -------------------------------------------------------------------------------
@@ -238,60 +195,60 @@ Search = Annotated[str | None, Query(max_length=1000, description="case-insensit
 def _data_routes(app: FastAPI) -> None:
     @app.get("/organisations/{organisation_id}/data/new", tags=["data"])
     def new_data(request: Request, organisation_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).new_data(ctx, str(organisation_id)))
+        return model_response(platform_of(request).new_data(ctx, str(organisation_id)))
 
     @app.get("/organisations/{organisation_id}/data/uploaded", tags=["data"])
     def list_data(request: Request, organisation_id: uuid.UUID, ctx: Auth, limit: Limit = listing.DEFAULT_LIMIT,
                   reverse: Reverse = "False", search: Search = None) -> Response:
-        items = _platform(request).list_uploaded_data(ctx, str(organisation_id))
-        return _list(request, items, models.DATA_LIST)
+        items = platform_of(request).list_uploaded_data(ctx, str(organisation_id))
+        return list_response(request, items, models.DATA_LIST)
 
     @app.post("/organisations/{organisation_id}/data", tags=["data"])
     def create_data(request: Request, organisation_id: uuid.UUID, ctx: Auth, body: JSONBody = None) -> Response:
-        return _ok(_platform(request).create_data(ctx, str(organisation_id), model_fields(body, "Data")))
+        return model_response(platform_of(request).create_data(ctx, str(organisation_id), model_fields(body, "Data")))
 
     @app.get("/organisations/{organisation_id}/data/{data_id}", tags=["data"])
     def get_data(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).get_data(ctx, str(organisation_id), str(data_id)))
+        return model_response(platform_of(request).get_data(ctx, str(organisation_id), str(data_id)))
 
     @app.patch("/organisations/{organisation_id}/data/{data_id}", tags=["data"])
     def update_data(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, ctx: Auth,
                     body: JSONBody = None) -> Response:
         fields = model_fields(body, "Data")
-        return _ok(_platform(request).update_data(ctx, str(organisation_id), str(data_id), fields))
+        return model_response(platform_of(request).update_data(ctx, str(organisation_id), str(data_id), fields))
 
     @app.delete("/organisations/{organisation_id}/data/{data_id}", tags=["data"])
     def delete_data(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).delete_data(ctx, str(organisation_id), str(data_id)))
+        return model_response(platform_of(request).delete_data(ctx, str(organisation_id), str(data_id)))
 
     @app.post("/organisations/{organisation_id}/data/{data_id}/copy", tags=["data"])
     def copy_data(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, ctx: Auth,
                   body: JSONBody = None) -> Response:
         fields = nested_fields(body, "Data")
-        return _ok(_platform(request).copy_data(ctx, str(organisation_id), str(data_id), fields))
+        return model_response(platform_of(request).copy_data(ctx, str(organisation_id), str(data_id), fields))
 
     @app.post("/organisations/{organisation_id}/data/{data_id}/add_file", tags=["data"])
     def add_file(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, ctx: Auth,
                  body: JSONBody = None) -> Response:
         fields = nested_fields(body, "Data")
-        model, extras = _platform(request).add_file(ctx, str(organisation_id), str(data_id), fields,
-                                                    _base_url(request))
-        return _ok(model, extras=extras)
+        model, extras = platform_of(request).add_file(ctx, str(organisation_id), str(data_id), fields,
+                                                    base_url(request))
+        return model_response(model, extras=extras)
 
     @app.get("/organisations/{organisation_id}/data/{data_id}/files", tags=["data"])
     def list_files(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, ctx: Auth,
                    limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                    search: Search = None) -> Response:
-        items = _platform(request).list_files(ctx, str(organisation_id), str(data_id))
-        return _list(request, items, models.FILE_LIST)
+        items = platform_of(request).list_files(ctx, str(organisation_id), str(data_id))
+        return list_response(request, items, models.FILE_LIST)
 
     @app.get("/organisations/{organisation_id}/data/{data_id}/download_file/{file_id}", tags=["data"])
     def download_file(request: Request, organisation_id: uuid.UUID, data_id: uuid.UUID, file_id: uuid.UUID,
                       ctx: Auth, preview: Reverse = "False") -> Response:
         wants_preview = listing._parse_bool(preview, "preview")
-        extras = _platform(request).download_file(ctx, str(organisation_id), str(data_id), str(file_id),
-                                                  wants_preview, _base_url(request))
-        return _ok(extras=extras)
+        extras = platform_of(request).download_file(ctx, str(organisation_id), str(data_id), str(file_id),
+                                                  wants_preview, base_url(request))
+        return model_response(extras=extras)
 
 
 # -- services -------------------------------------------------------------------------------------
@@ -302,36 +259,36 @@ def _service_routes(app: FastAPI) -> None:
     def own_services(request: Request, organisation_id: uuid.UUID, ctx: Auth,
                      limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                      search: Search = None) -> Response:
-        items = _platform(request).list_own_services(ctx, str(organisation_id))
-        return _list(request, items, models.SERVICE_LIST)
+        items = platform_of(request).list_own_services(ctx, str(organisation_id))
+        return list_response(request, items, models.SERVICE_LIST)
 
     @app.get("/organisations/{organisation_id}/services/latest", tags=["services"])
     def latest_services(request: Request, organisation_id: uuid.UUID, ctx: Auth,
                         limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                         search: Search = None) -> Response:
-        items = _platform(request).list_latest_services(ctx, str(organisation_id))
-        return _list(request, items, models.SERVICE_LIST)
+        items = platform_of(request).list_latest_services(ctx, str(organisation_id))
+        return list_response(request, items, models.SERVICE_LIST)
 
     @app.get("/organisations/{organisation_id}/services/dispatchers", tags=["services"])
     def dispatchers(request: Request, organisation_id: uuid.UUID, ctx: Auth,
                     limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                     search: Search = None) -> Response:
-        items = _platform(request).list_dispatchers(ctx, str(organisation_id))
-        return _list(request, items, models.SERVICE_LIST)
+        items = platform_of(request).list_dispatchers(ctx, str(organisation_id))
+        return list_response(request, items, models.SERVICE_LIST)
 
     @app.get("/organisations/{organisation_id}/services/{service_id}", tags=["services"])
     def get_service(request: Request, organisation_id: uuid.UUID, service_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).get_service(ctx, str(organisation_id), str(service_id)))
+        return model_response(platform_of(request).get_service(ctx, str(organisation_id), str(service_id)))
 
     @app.patch("/organisations/{organisation_id}/services/{service_id}", tags=["services"])
     def update_service(request: Request, organisation_id: uuid.UUID, service_id: uuid.UUID, ctx: Auth,
                        body: JSONBody = None) -> Response:
         fields = model_fields(body, "Service")
-        return _ok(_platform(request).update_service(ctx, str(organisation_id), str(service_id), fields))
+        return model_response(platform_of(request).update_service(ctx, str(organisation_id), str(service_id), fields))
 
     @app.delete("/organisations/{organisation_id}/services/{service_id}", tags=["services"])
     def delete_service(request: Request, organisation_id: uuid.UUID, service_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_platform(request).delete_service(ctx, str(organisation_id), str(service_id)))
+        return model_response(platform_of(request).delete_service(ctx, str(organisation_id), str(service_id)))
 
 
 # -- storage --------------------------------------------------------------------------------------
@@ -362,7 +319,7 @@ def _storage_routes(app: FastAPI) -> None:
     @app.put("/_storage/upload/{file_id}", tags=["storage"], summary="Pre-signed upload (raw body)")
     async def upload(request: Request, file_id: uuid.UUID, expires: Expires = None,
                      signature: Signature = None) -> Response:
-        platform = _platform(request)
+        platform = platform_of(request)
         key = str(file_id)
         reason = platform.signer.check("PUT", key, expires, signature)
         if reason is not None:

@@ -429,7 +429,10 @@ class Platform:
         given_org = as_uuid(fields.get("organisation_id"), "Data[organisation_id]", allow_none=True)
         if given_org is not None and given_org != organisation_id:
             raise bad_request("Data[organisation_id] does not match the organisation of the path")
-        data_id = as_uuid(fields.get("id"), "Data[id]", allow_none=True) or str(uuid.uuid4())
+        chosen = as_uuid(fields.get("id"), "Data[id]", allow_none=True)
+        data_id = chosen or str(uuid.uuid4())
+        if chosen in _RESERVED_IDS:
+            raise _unusable_data_id(chosen)
         now = iso(utcnow())
         doc = {
             "id": data_id, "created_at": now, "updated_at": now, "organisation_id": organisation_id,
@@ -437,8 +440,8 @@ class Platform:
             "uploaded_organisation_id": organisation_id, "deletable": None,
         }
         with self.store.tx():
-            if self.store.row("data", data_id) is not None:
-                raise conflict(f"Data {data_id} already exists")
+            if self.store.row("data", data_id) is not None:  # in this organisation or in any other
+                raise _unusable_data_id(data_id)
             self.store.insert("data", doc, organisation_id=organisation_id, kind="uploaded", execution_id=None)
         return self.data_wire(doc)
 
@@ -524,6 +527,8 @@ class Platform:
         name = as_str(fields.get("name"), "Data.name", allow_empty=False, max_length=255) or ""
         if "/" in name or "\\" in name or name in (".", ".."):
             raise bad_request(f"Data.name must be a plain file name without directories, got {name!r}")
+        if _CONTROL_CHARACTERS.search(name):
+            raise bad_request(f"Data.name must not contain control characters (U+0000-U+001F, U+007F), got {name!r}")
         file_type = as_str(fields.get("file_type"), "Data.file_type")
         if file_type not in FILE_TYPES:
             raise bad_request(f"Data.file_type {file_type!r} is not one of: {', '.join(FILE_TYPES)}")
@@ -654,8 +659,20 @@ class Platform:
         return [wire(doc) for doc in self.store.docs("services", organisation_id=organisation_id)]
 
     def get_service(self, ctx: AuthContext, organisation_id: str, service_id: str) -> dict[str, Any]:
+        """A service, addressed through its owning organisation.
+
+        Members of that organisation read its services (404 for an unknown id). Anyone else reads only what their
+        own organisations are offered anyway (the latest catalogue, e.g. the platform's services, addressed
+        through their publisher); for anything else a non-member gets the non-member answer (403), whether or
+        not the service exists.
+        """
         doc = self.store.doc("services", service_id)
-        if doc is None or doc["organisation_id"] != organisation_id:
+        owned = doc is not None and doc["organisation_id"] == organisation_id
+        if organisation_id not in ctx.roles:
+            offered = {item["id"] for item in self._services(("service", "dispatcher"))}
+            if not (owned and service_id in offered):
+                ctx.require_org(organisation_id)
+        if doc is None or not owned:
             raise not_found("Service", service_id)
         return wire(doc)
 
@@ -695,6 +712,18 @@ class Platform:
     def temp_dir(self) -> Path:
         """A scratch directory for rendering outputs (removed by the caller)."""
         return Path(tempfile.mkdtemp(dir=self.work_dir))
+
+
+#: File names are sent back in headers and written to disks: no C0 control characters, no DEL.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+#: Ids nobody may choose: the nil and the max UUID.
+_RESERVED_IDS = frozenset({"00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"})
+
+
+def _unusable_data_id(data_id: str) -> ApiError:
+    """The one answer for every refused client-chosen Data id, whether it is taken in the caller's organisation,
+    taken in another one or reserved: the answer must not tell another organisation's ids from free ones."""
+    return conflict(f"Data[id] {data_id} cannot be used; leave Data[id] out to have an id chosen")
 
 
 def content_type_for(file_type: str) -> str:

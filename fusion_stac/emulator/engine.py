@@ -20,19 +20,17 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fusion_stac.emulator import analysis, services
+from fusion_stac.emulator import geodata, services
 from fusion_stac.emulator.bodies import gap_to_timedelta, parse_gap
-from fusion_stac.emulator.core import content_type_for
+from fusion_stac.emulator.core import Platform, content_type_for
 from fusion_stac.emulator.errors import invalid
 from fusion_stac.emulator.store import iso, utcnow
-
-if TYPE_CHECKING:
-    from fusion_stac.emulator.processes import Processes
 
 logger = logging.getLogger("fusion_stac.emulator")
 
@@ -42,12 +40,20 @@ _PROGRESS_INTERVAL = 0.5
 
 
 class Engine:
-    """Creates and runs executions for a :class:`Processes` service."""
+    """Creates and runs executions for the process service, which owns it and hands it the two look-ups it
+    needs (a data item's region, a service's specification): the engine does not import the process service."""
 
-    def __init__(self, processes: Processes) -> None:
-        self.processes = processes
-        self.platform = processes.platform
-        self.store = processes.store
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        region_wkb: Callable[[str], bytes | None],
+        service_spec: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        self.platform = platform
+        self.store = platform.store
+        self._region_wkb = region_wkb
+        self._service_spec = service_spec
         self._events: dict[str, threading.Event] = {}
         self._events_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -127,15 +133,15 @@ class Engine:
             return None
         if state.get("launching") and not claimed:
             return None
-        region = self.processes.region_wkb(doc["inputs"][0]["id"]) if doc.get("inputs") else None
+        region = self._region_wkb(doc["inputs"][0]["id"]) if doc.get("inputs") else None
         if region is None:
             raise invalid("The process input has no geographic footprint to process")
         try:
-            slices = analysis.slice_region(region, slice_size_m=self.settings.slice_size_m,
+            slices = geodata.slice_region(region, slice_size_m=self.settings.slice_size_m,
                                            max_region_m=self.settings.max_region_m)
         except ValueError as exc:
             raise invalid(f"The region cannot be processed: {exc}") from None
-        _, spec = self.processes._service_spec(doc["service_id"])
+        _, spec = self._service_spec(doc["service_id"])
         with self.store.tx():
             row = self.store.row("processes", process_id)
             if row is None:
@@ -359,10 +365,10 @@ class Engine:
         when = datetime.fromisoformat(execution["started_at"])
         if output["renderer"] == "elevation":
             resolution = float(options.get("resolution") or self.settings.resolution_m)
-            analysis.render_elevation(target, slc, resolution_m=resolution)
+            geodata.render_elevation(target, slc, resolution_m=resolution)
         else:
             when = _classification_date(execution.get("options") or [], when)
-            analysis.render_classification(target, slc, resolution_m=self.settings.resolution_m, date=when)
+            geodata.render_classification(target, slc, resolution_m=self.settings.resolution_m, date=when)
         return self._store_output(execution, spec, target, state, when)
 
     def _run_aggregator(self, execution_id: str, state: dict[str, Any], rasters: list[Path],
@@ -384,7 +390,7 @@ class Engine:
                 shutil.copyfile(raster, link)
             named.append(link)
         target = work / f"{execution_id}-{spec['output']['file_name']}"
-        analysis.render_statistics_csv(target, named)
+        geodata.render_statistics_csv(target, named)
         return self._store_output(execution, spec, target, state, datetime.fromisoformat(execution["started_at"]))
 
     def _store_output(self, execution: dict[str, Any], spec: dict[str, Any], source: Path, state: dict[str, Any],
@@ -574,7 +580,7 @@ def _slice_from_state(state: dict[str, Any]) -> Any:
     values["bounds_lonlat"] = tuple(values["bounds_lonlat"])
     if values.get("bounds_native") is not None:
         values["bounds_native"] = tuple(values["bounds_native"])
-    return analysis.Slice(**values)
+    return geodata.Slice(**values)
 
 
 def _classification_date(options: list[dict[str, Any]], default: datetime) -> datetime:

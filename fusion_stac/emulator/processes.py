@@ -29,6 +29,7 @@ from fusion_stac.emulator.bodies import (
     parse_gap,
 )
 from fusion_stac.emulator.core import MAX_OUTPUT_STORAGE_DAYS, AuthContext, Platform
+from fusion_stac.emulator.engine import Engine
 from fusion_stac.emulator.errors import ApiError, bad_request, conflict, invalid, not_found
 from fusion_stac.emulator.models import FILE_TYPE_SUBSTITUTIONS, wire
 from fusion_stac.emulator.store import iso, utcnow
@@ -196,11 +197,9 @@ class Processes:
     """Process, execution, component and log operations for one platform."""
 
     def __init__(self, platform: Platform) -> None:
-        from fusion_stac.emulator.engine import Engine
-
         self.platform = platform
         self.store = platform.store
-        self.engine = Engine(self)
+        self.engine = Engine(platform, region_wkb=self.region_wkb, service_spec=self._service_spec)
         self.engine.recover()
 
     def start_background(self) -> None:

@@ -9,9 +9,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from fusion_stac.emulator import listing, models
-from fusion_stac.emulator.app import Auth, JSONBody, Limit, Reverse, Search, _list, _ok
 from fusion_stac.emulator.bodies import model_fields, nested_fields
 from fusion_stac.emulator.processes import Processes
+from fusion_stac.emulator.routing import Auth, JSONBody, Limit, Reverse, Search, list_response, model_response
 
 ServiceId = Annotated[str | None, Query(description="id of the service to build the template from")]
 
@@ -21,7 +21,7 @@ def _processes(request: Request) -> Processes:
 
 
 def _with_dispatchers(request: Request, model: Any) -> Response:
-    return _ok(model, extras={"dispatchers": _processes(request).dispatchers()})
+    return model_response(model, extras={"dispatchers": _processes(request).dispatchers()})
 
 
 def install_process_routes(app: FastAPI) -> None:
@@ -37,7 +37,7 @@ def install_process_routes(app: FastAPI) -> None:
                        search: Search = None) -> Response:
         service = _processes(request)
         items = service.list(ctx, str(organisation_id))
-        return _list(request, items, models.PROCESS_LIST, extras={"dispatchers": service.dispatchers()})
+        return list_response(request, items, models.PROCESS_LIST, extras={"dispatchers": service.dispatchers()})
 
     @app.post("/organisations/{organisation_id}/processes", tags=["processes"])
     def create_process(request: Request, organisation_id: uuid.UUID, ctx: Auth, body: JSONBody = None) -> Response:
@@ -57,7 +57,7 @@ def install_process_routes(app: FastAPI) -> None:
 
     @app.delete("/organisations/{organisation_id}/processes/{process_id}", tags=["processes"])
     def delete_process(request: Request, organisation_id: uuid.UUID, process_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_processes(request).delete(ctx, str(organisation_id), str(process_id)))
+        return model_response(_processes(request).delete(ctx, str(organisation_id), str(process_id)))
 
     @app.get("/organisations/{organisation_id}/processes/{process_id}/copy", tags=["processes"])
     def copy_process(request: Request, organisation_id: uuid.UUID, process_id: uuid.UUID, ctx: Auth) -> Response:
@@ -76,29 +76,29 @@ def install_process_routes(app: FastAPI) -> None:
                         limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                         search: Search = None) -> Response:
         items = _processes(request).list_executions(ctx, str(organisation_id), str(process_id))
-        return _list(request, items, models.EXECUTION_LIST)
+        return list_response(request, items, models.EXECUTION_LIST)
 
     @app.get("/organisations/{organisation_id}/process_executions/{execution_id}", tags=["executions"])
     def get_execution(request: Request, organisation_id: uuid.UUID, execution_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_processes(request).get_execution(ctx, str(organisation_id), str(execution_id)))
+        return model_response(_processes(request).get_execution(ctx, str(organisation_id), str(execution_id)))
 
     @app.patch("/organisations/{organisation_id}/process_executions/{execution_id}", tags=["executions"])
     def update_execution(request: Request, organisation_id: uuid.UUID, execution_id: uuid.UUID, ctx: Auth,
                          body: JSONBody = None) -> Response:
         fields = model_fields(body, "ProcessExecution")
-        return _ok(_processes(request).update_execution(ctx, str(organisation_id), str(execution_id), fields))
+        return model_response(_processes(request).update_execution(ctx, str(organisation_id), str(execution_id), fields))
 
     @app.delete("/organisations/{organisation_id}/process_executions/{execution_id}", tags=["executions"])
     def delete_execution(request: Request, organisation_id: uuid.UUID, execution_id: uuid.UUID,
                          ctx: Auth) -> Response:
-        return _ok(_processes(request).delete_execution(ctx, str(organisation_id), str(execution_id)))
+        return model_response(_processes(request).delete_execution(ctx, str(organisation_id), str(execution_id)))
 
     @app.post("/organisations/{organisation_id}/process_executions/{execution_id}/change_delete_expiry",
               tags=["executions"])
     def change_delete_expiry(request: Request, organisation_id: uuid.UUID, execution_id: uuid.UUID, ctx: Auth,
                              body: JSONBody = None) -> Response:
         fields = nested_fields(body, "ProcessExecution")
-        return _ok(_processes(request).change_delete_expiry(ctx, str(organisation_id), str(execution_id), fields))
+        return model_response(_processes(request).change_delete_expiry(ctx, str(organisation_id), str(execution_id), fields))
 
     @app.get("/organisations/{organisation_id}/process_executions/{execution_id}/process_service_executions",
              tags=["executions"])
@@ -106,17 +106,17 @@ def install_process_routes(app: FastAPI) -> None:
                         limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                         search: Search = None) -> Response:
         items = _processes(request).list_components(ctx, str(organisation_id), str(execution_id))
-        return _list(request, items, models.COMPONENT_LIST)
+        return list_response(request, items, models.COMPONENT_LIST)
 
     @app.get("/organisations/{organisation_id}/process_service_executions/{component_id}", tags=["executions"])
     def get_component(request: Request, organisation_id: uuid.UUID, component_id: uuid.UUID, ctx: Auth) -> Response:
-        return _ok(_processes(request).get_component(ctx, str(organisation_id), str(component_id)))
+        return model_response(_processes(request).get_component(ctx, str(organisation_id), str(component_id)))
 
     @app.get("/organisations/{organisation_id}/process_service_executions/{component_id}/logs", tags=["executions"])
     def list_logs(request: Request, organisation_id: uuid.UUID, component_id: uuid.UUID, ctx: Auth,
                   limit: Limit = listing.DEFAULT_LIMIT, reverse: Reverse = "False",
                   search: Search = None) -> Response:
         items = _processes(request).list_logs(ctx, str(organisation_id), str(component_id))
-        return _list(request, items, models.LOG_LIST)
+        return list_response(request, items, models.LOG_LIST)
 
 

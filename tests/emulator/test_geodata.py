@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from fusion_stac.emulator import geodata
+from fusion_stac.emulator import geodata, rendering, terrain
 from fusion_stac.emulator.geodata import Slice
 
 SDK_DIR = Path(importlib.util.find_spec("fusion_platform").submodule_search_locations[0])
@@ -880,7 +880,7 @@ def test_failed_render_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest
         Path(str(args[1])).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(geodata.rasterio.shutil, "copy", broken_copy)
+    monkeypatch.setattr(rendering.rasterio.shutil, "copy", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         geodata.render_elevation(target, square_slice(400_000, 6_150_000, 5_000), resolution_m=1000)
     assert target.read_bytes() == b"previous content"
@@ -893,11 +893,11 @@ def test_failed_render_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest
 def test_banded_evaluation_does_not_change_pixels(tmp_path: Path) -> None:
     """Rendering evaluates the world in bands of lattice rows to bound memory; values must not depend on it."""
     slc = square_slice(400_000, 6_150_000, 12_000)
-    transform, width, height = geodata._slice_grid(slc, 100.0)
-    lattice = geodata._Lattice(slc.epsg, transform, width, height, 100.0)
+    transform, width, height = terrain._slice_grid(slc, 100.0)
+    lattice = terrain._Lattice(slc.epsg, transform, width, height, 100.0)
 
-    def field(band: geodata._Lattice) -> np.ndarray:
-        return band.waves(geodata._HILLS, band.xyz, 100.0)
+    def field(band: terrain._Lattice) -> np.ndarray:
+        return band.waves(terrain._HILLS, band.xyz, 100.0)
 
     whole = lattice.evaluate(field, band_pixels=1 << 30)
     assert whole.shape == (height, width)

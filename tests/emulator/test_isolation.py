@@ -17,6 +17,7 @@ BODIES = {
              "ProcessExecution": {"delete_expiry": "2030-01-01T00:00:00+00:00"}, "Data[name]": "x",
              "Process[name]": "x"},
     "patch": {"Data[name]": "hijacked", "Process[name]": "hijacked", "Organisation[name]": "hijacked",
+              "Service[name]": "hijacked",
               "ProcessExecution[delete_expiry]": "2030-01-01T00:00:00+00:00"},
 }
 
@@ -53,8 +54,6 @@ def test_the_victims_organisation_is_forbidden_on_every_endpoint(emulator: Any, 
                                                                  other_api: Api, api: Api) -> None:
     checked = 0
     for method, template in operations(emulator):
-        if "/services/{service_id}" in template:
-            continue  # catalogue services are addressed through their owner organisation (next test)
         path = fill(template, ORG, victim)
         response = other_api.request(method.upper(), path, json=BODIES.get(method, {}),
                                      params={"service_id": victim["service_id"]})
