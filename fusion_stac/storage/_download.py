@@ -48,6 +48,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -56,9 +57,10 @@ from typing import IO, Any
 
 import requests
 
+from fusion_stac.storage._answer import parse_content_range
 from fusion_stac.storage._broker import FileChangedError, FileKey, VersionPin
 from fusion_stac.storage._names import name_length, name_max
-from fusion_stac.storage._transport import _CONTENT_RANGE_RE, RangeReader, TransferError, Transport
+from fusion_stac.storage._transport import RangeReader, TransferError, Transport
 
 __all__ = ["ChecksumError", "DownloadCancelled", "DownloadResult", "download", "download_to", "partial_path"]
 
@@ -141,15 +143,12 @@ def partial_path(dest: str | os.PathLike[str], file_id: str) -> Path:
 
 # -- reading ---------------------------------------------------------------------------------------
 class _Reader(RangeReader):
-    """A :class:`RangeReader` that treats contradictory answers as faults to retry, and remembers what
-    a whole-file download needs.
+    """A :class:`RangeReader` that also remembers what a whole-file download needs.
 
-    Storage answers that contradict themselves or the request (a ``Content-Length`` that disagrees
-    with ``Content-Range``, a range other than the one asked for, a ``200`` whose ``Content-Length``
-    is not the known size, or -- when the size must be learnt -- a ``200`` at all) are raised as
-    :class:`~http.client.HTTPException`, which the base class retries under its policy like a broken
-    connection. A ``Content-Range`` *total* that differs from the known size is still a
-    :class:`FileChangedError` (the file changed or its metadata is stale).
+    The base class verifies every answer (range, lengths, size claims, ETag) and resumes short
+    bodies; this adds two things: when the size must be learnt (``require_range``) a ``200`` that
+    ignored ``Range`` is a fault to retry (its length alone is never trusted for the size), and a
+    ``Content-MD5`` of an answer carrying the whole file is kept for the checksum.
     """
 
     def __init__(self, *args: Any, require_range: bool = False, **kwargs: Any) -> None:
@@ -159,27 +158,11 @@ class _Reader(RangeReader):
 
     def _accept(self, response: requests.Response) -> None:
         headers = response.headers
-        length_text = headers.get("Content-Length")
-        length = int(length_text) if length_text and length_text.isdigit() else None
-        whole = False
-        if response.status_code == 206:
-            match = _CONTENT_RANGE_RE.match(headers.get("Content-Range", ""))
-            if match is None:
-                raise HTTPException("partial answer without a valid Content-Range header")
-            first, last, total = int(match[1]), int(match[2]), match[3]
-            consistent = total == "*" or self.size is None or int(total) == self.size
-            if consistent and (first != self.pos or last != self.end - 1):
-                raise HTTPException(f"asked for bytes {self.pos}-{self.end - 1}, storage sent {first}-{last}")
-            if consistent and length is not None and length != last - first + 1:
-                raise HTTPException(f"Content-Length {length} does not match Content-Range {first}-{last}")
-            whole = first == 0 and total != "*" and last == int(total) - 1
-        elif response.status_code == 200:
-            if self.require_range:
-                raise HTTPException("storage ignored the Range header; the file size cannot be learnt")
-            if length is not None and self.size is not None and length != self.size:
-                raise HTTPException(f"a whole-file answer with Content-Length {length}, not {self.size}")
-            whole = True
+        parsed = parse_content_range(headers.get("Content-Range"))
+        if parsed is None and self.require_range:
+            raise HTTPException("storage ignored the Range header; the file size cannot be learnt")
         super()._accept(response)
+        whole = parsed is None or (parsed[0] == 0 and parsed[2] is not None and parsed[1] == parsed[2] - 1)
         if whole:
             self.content_md5 = _md5_from_content_md5(headers.get("Content-MD5"))
 
@@ -201,16 +184,25 @@ def _md5_from_etag(etag: str | None) -> str | None:
 
 
 def _learn_size(transport: Transport, key: FileKey, shown: str, pin: VersionPin) -> int:
-    """The file's size from a one-byte ranged GET's ``Content-Range`` total (never ``Content-Length``)."""
-    probe = _Reader(transport, key, 0, 1, path=shown, size=None, pin=pin, require_range=True)
-    with probe:
-        probe.read(1)
-    if probe.end == 0:
-        return 0  # an empty object (416 to bytes=0-0)
-    if probe.total is None:
-        raise TransferError(f"{shown}: storage did not say how large the file is (Content-Range total '*'); "
-                            "pass its size", path=shown)
-    return probe.total
+    """The file's size from a one-byte ranged GET's ``Content-Range`` total (never ``Content-Length``).
+
+    The reader learns a total only from an answer whose headers agree with each other; one that did
+    not (a wrong ``Content-Length``) is asked again, up to the policy's attempts.
+    """
+    attempts = transport.policy.attempts
+    for attempt in range(1, attempts + 1):
+        probe = _Reader(transport, key, 0, 1, path=shown, size=None, pin=pin, require_range=True)
+        with probe:
+            probe.read(1)
+        if probe.end == 0:
+            return 0  # an empty object (416 to bytes=0-0)
+        if probe.total is not None:
+            return probe.total
+        if attempt < attempts:
+            transport.stats.add("retries")
+            time.sleep(transport.policy.wait(attempt))
+    raise TransferError(f"{shown}: storage did not say how large the file is in {attempts} answers "
+                        "(no Content-Range total, or headers that disagree); pass its size", path=shown)
 
 
 @dataclass

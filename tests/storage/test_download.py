@@ -88,8 +88,10 @@ def test_each_fault_gives_the_whole_file(server: StorageServer, tmp_path: Path, 
     assert dest.read_bytes() == server.blobs["blob"]
     assert result.size == SIZE and result.md5_verified
     assert leftovers(tmp_path) == []
-    assert not server.faults  # the fault happened and was overcome (a 200 of the right size needs no retry)
-    assert server.methods["GET"] >= (1 if fault == "200" and size_known else 2)
+    # the fault happened and was overcome; a 200 of the right size, or a 206 whose Content-Length
+    # overstates a body that arrives whole (read up to the range asked, never past it), needs no retry
+    assert not server.faults
+    assert server.methods["GET"] >= (1 if fault in ("200", "cl-large") and size_known else 2)
 
 
 @pytest.mark.parametrize("fault", ["cl-large", "200-cl-large", "200-cl-small", "cl-small"])
