@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,7 @@ def test_cycle_detector_finds_a_synthetic_cycle() -> None:
     cycle = _find_cycle(graph)
     assert cycle is not None
     assert set(cycle) == {"fusion_stac.a", "fusion_stac.b", "fusion_stac.c"} and cycle[0] == cycle[-1]
-    for importer, imported in zip(cycle, cycle[1:]):
+    for importer, imported in itertools.pairwise(cycle):
         assert imported in graph[importer]
     assert graph["fusion_stac.d"] == set() and "fusion_stac.emulator.e" not in graph
     del sources["fusion_stac.c"]
