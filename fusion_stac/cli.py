@@ -8,7 +8,8 @@ turns every expected failure into one line on stderr (no traceback unless ``-vv`
 * 2: the command cannot run as given (usage, unknown path or name, invalid file, bad option value).
 
 Results go to stdout, progress bars (only on a terminal) and logs (``-v``) to stderr. The commands
-live in :mod:`fusion_stac._cli`, one module per theme, and register themselves with :func:`command`.
+live in :mod:`fusion_stac._cli`, one module per theme, and register themselves with :func:`command`
+(defined with ``UsageError`` and ``CommandFailed`` in ``fusion_stac._cli._registry``; re-exported here).
 """
 
 from __future__ import annotations
@@ -16,34 +17,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 from fusion_stac import __version__
+from fusion_stac._cli._registry import COMMANDS as _COMMANDS
+from fusion_stac._cli._registry import Arguments as Arguments  # re-exported
+from fusion_stac._cli._registry import CommandFailed, UsageError, command
+from fusion_stac._cli._registry import Handler as Handler  # re-exported
 
 log = logging.getLogger("fusion_stac.cli")
-
-Handler = Callable[[argparse.Namespace], int]
-Arguments = Callable[[argparse.ArgumentParser], None]
-_COMMANDS: dict[str, tuple[str, Arguments, Handler]] = {}
-
-
-def command(name: str, help: str, arguments: Arguments = lambda parser: None) -> Callable[[Handler], Handler]:
-    """Register ``handler`` as sub-command ``name``; ``arguments`` adds its options to its parser."""
-
-    def register(handler: Handler) -> Handler:
-        _COMMANDS[name] = (help, arguments, handler)
-        return handler
-
-    return register
-
-
-class UsageError(Exception):
-    """Bad input to a command: reported in one line, exit code 2."""
-
-
-class CommandFailed(Exception):
-    """The command ran and did not succeed (already explained to the user): exit code 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,8 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m fusion_stac.cli` runs this file as a second copy of the module; the command modules
-    # import the real `fusion_stac.cli`, so hand over to it before they are imported here.
+    # `python -m fusion_stac.cli` runs this file as a second copy of the module: hand over to the real
+    # `fusion_stac.cli` before the command modules are imported here, so one copy registers and runs them.
     from fusion_stac.cli import main as _real_main
 
     sys.exit(_real_main())

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
-from fusion_stac.cli import CommandFailed, UsageError
+from fusion_stac._cli._registry import CommandFailed, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tqdm import tqdm

@@ -8,7 +8,7 @@ import os
 import sys
 
 from fusion_stac._cli._common import Context, run_with_context, save_session
-from fusion_stac.cli import UsageError, command
+from fusion_stac._cli._registry import UsageError, command
 
 
 def _login_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from fusion_stac._cli._common import Context, fusion_url, human_size, table, with_context
-from fusion_stac.cli import UsageError, command
+from fusion_stac._cli._registry import UsageError, command
 
 #: Parallel listings while walking a tree (each is one or two API requests).
 WALK_WORKERS = 8

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from fusion_stac._cli._common import Context, human_size, run_with_context, seconds
-from fusion_stac.cli import UsageError, command
+from fusion_stac._cli._registry import UsageError, command
 
 
 def _catalog_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_stac._cli._common import Context, crs_name, human_size, require, seconds
-from fusion_stac.cli import UsageError, command
+from fusion_stac._cli._registry import UsageError, command
 
 DEMO_EMAIL = "me@org.com"
 DEMO_PASSWORD = "MyPassword123!"  # the emulator's built-in demo account (public, documented)

@@ -7,9 +7,9 @@ import shlex
 import time
 
 from fusion_stac._cli._common import Context, parse_key_values, seconds, with_context
+from fusion_stac._cli._registry import command
 from fusion_stac._cli.transfer import check_local_files, upload_files
 from fusion_stac._urls import process_url
-from fusion_stac.cli import command
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,8 +18,8 @@ from fusion_stac._cli._common import (
     seconds,
     with_context,
 )
+from fusion_stac._cli._registry import UsageError, command
 from fusion_stac._urls import PREFIX
-from fusion_stac.cli import UsageError, command
 
 #: Longest side of the quicklook image, in pixels (read from the COG's overviews).
 QUICKLOOK_SIZE = 1200

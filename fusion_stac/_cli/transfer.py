@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from fusion_stac._cli._common import Context, fusion_url, human_size, seconds, with_context
+from fusion_stac._cli._registry import UsageError, command
 from fusion_stac._urls import upload_url
-from fusion_stac.cli import UsageError, command
 
 
 def check_local_files(paths: list[str], file_type: str | None) -> list[tuple[Path, str]]:

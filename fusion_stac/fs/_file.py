@@ -29,15 +29,12 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fsspec.caching import BaseCache
-from fsspec.spec import AbstractBufferedFile
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from fusion_stac.storage import FileKey, RangeReader, Transport
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fusion_stac.fs.core import FusionFileSystem
 
 __all__ = ["AdaptiveStreamCache", "FusionFile", "FusionUploadFile"]
 
@@ -192,7 +189,7 @@ class FusionFile(AbstractBufferedFile):
 
     def __init__(
         self,
-        fs: FusionFileSystem,
+        fs: AbstractFileSystem,
         path: str,
         *,
         key: FileKey,
@@ -262,7 +259,7 @@ class FusionFile(AbstractBufferedFile):
         return _reopen, (self.fs, self.path, self.blocksize, self.loc)
 
 
-def _reopen(fs: FusionFileSystem, path: str, block_size: int, loc: int) -> FusionFile:
+def _reopen(fs: AbstractFileSystem, path: str, block_size: int, loc: int) -> FusionFile:
     f = fs.open(path, "rb", block_size=block_size)
     f.seek(loc)
     return f
@@ -276,7 +273,7 @@ class FusionUploadFile(AbstractBufferedFile):
     (or an exception inside a transaction) leaves no trace.
     """
 
-    def __init__(self, fs: FusionFileSystem, path: str, *, mode: str = "wb", autocommit: bool = True,
+    def __init__(self, fs: AbstractFileSystem, path: str, *, mode: str = "wb", autocommit: bool = True,
                  **kwargs: Any) -> None:
         if mode not in ("wb", "xb"):
             raise ValueError(f"{fs.unstrip_protocol(path)}: uploads can only be written whole (mode 'wb'), not {mode!r}")

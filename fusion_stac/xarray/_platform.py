@@ -17,7 +17,7 @@ from fusion_stac import _urls
 from fusion_stac.errors import NotFoundError
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._source import RasterSource, source_from_item
-from fusion_stac.xarray._storage import FileSystemStorage, Storage
+from fusion_stac.xarray._storage import storage_for
 
 __all__ = ["Run", "resolve_runs", "resolve_sources", "storage_for"]
 
@@ -188,18 +188,3 @@ def resolve_runs(client: Any, process: Any, *, organisation: str | None = None, 
         raise MosaicError(f"process {proc.name!r} has no completed runs with raster outputs"
                           + (" in the requested time range" if start or end else ""))
     return out
-
-
-def storage_for(obj: Any) -> Storage:
-    """The storage of a FusionClient or FusionFileSystem (pickles without secrets)."""
-    from fusion_stac.fs import FusionFileSystem
-
-    if isinstance(obj, FusionFileSystem):
-        return FileSystemStorage(obj)
-    if obj is None:
-        # Credentials from the environment / token cache, as on a dask worker.
-        return FileSystemStorage(FusionFileSystem())
-    if type(obj).__name__ == "FusionClient":
-        return FileSystemStorage(FusionFileSystem(client=obj))
-    raise MosaicError(f"cannot read stored files with a {type(obj).__name__}; pass a FusionClient, a "
-                      "FusionFileSystem or storage=")

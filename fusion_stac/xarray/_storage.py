@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fusion_stac.storage import FileKey, RetryPolicy, Transport, URLBroker
+from fusion_stac.xarray._errors import MosaicError
 
 if TYPE_CHECKING:  # pragma: no cover
     from fusion_stac.fs.core import FusionFileSystem
 
-__all__ = ["FileSystemStorage", "SignerStorage", "Storage", "as_storage"]
+__all__ = ["FileSystemStorage", "SignerStorage", "Storage", "as_storage", "storage_for"]
 
 
 @runtime_checkable
@@ -107,6 +108,19 @@ def as_storage(obj: Any) -> Storage:
     """Turn what the user has (a FusionFileSystem, a FusionClient, a storage) into a storage."""
     if isinstance(obj, Storage):
         return obj
-    from fusion_stac.xarray import _platform
+    return storage_for(obj)
 
-    return _platform.storage_for(obj)
+
+def storage_for(obj: Any) -> Storage:
+    """The storage of a FusionClient or FusionFileSystem (pickles without secrets)."""
+    from fusion_stac.fs import FusionFileSystem
+
+    if isinstance(obj, FusionFileSystem):
+        return FileSystemStorage(obj)
+    if obj is None:
+        # Credentials from the environment / token cache, as on a dask worker.
+        return FileSystemStorage(FusionFileSystem())
+    if type(obj).__name__ == "FusionClient":
+        return FileSystemStorage(FusionFileSystem(client=obj))
+    raise MosaicError(f"cannot read stored files with a {type(obj).__name__}; pass a FusionClient, a "
+                      "FusionFileSystem or storage=")

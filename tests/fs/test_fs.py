@@ -413,7 +413,7 @@ def test_simplecache_chaining_keys_on_the_path_not_the_url(world: World, tmp_pat
 # -- pickling ----------------------------------------------------------------------------------------
 
 def _secrets(fs: FusionFileSystem) -> list[bytes]:
-    from fusion_stac.fs.core import _session_token
+    from fusion_stac.fs._conn import _session_token
 
     token = _session_token(fs.client)
     signed = fs.sign(fs.find(fs.ls("", detail=False)[0] + "/uploads/tables")[0])

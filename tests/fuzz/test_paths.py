@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fusion_stac._urls import PREFIX, FusionPath, FusionURLError, parse, quote_segment
 from fusion_stac.client import safe_file_name
-from fusion_stac.fs.core import _label_children
+from fusion_stac.fs._listing import _label_children
 
 # Text biased towards what breaks path handling.
 pieces = st.sampled_from([*"ab/.%?#\\:~ \x00\n\t\x7fé", "%2F", "%2e", "..", "%00", "%"])
