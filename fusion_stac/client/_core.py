@@ -27,7 +27,7 @@ from fusion_stac.client._session import _netrc_credentials
 from fusion_stac.client._tree import _Tree
 from fusion_stac.errors import ValidationError
 from fusion_stac.models import User
-from fusion_stac.storage import API_RETRY, APITransport, RetryPolicy
+from fusion_stac.storage import API_RETRY, STORAGE_RETRY, APITransport, RetryPolicy
 
 
 class FusionClient(_Tree):
@@ -49,6 +49,8 @@ class FusionClient(_Tree):
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_workers: int = DEFAULT_MAX_WORKERS,
         retry: RetryPolicy | int | dict[str, Any] | None = None,
+        storage_retry: RetryPolicy | int | dict[str, Any] | None = None,
+        url_margin: float = 60.0,
         page_size: int = DEFAULT_PAGE_SIZE,
         poll_interval: float = 5.0,
         url_lifetime: timedelta = timedelta(hours=1),
@@ -73,6 +75,10 @@ class FusionClient(_Tree):
         self.poll_interval = poll_interval
         self.url_lifetime = url_lifetime
         self._retry = RetryPolicy.coerce(retry, API_RETRY)
+        self._storage_retry = RetryPolicy.coerce(storage_retry, STORAGE_RETRY)
+        self._url_margin = float(url_margin)
+        self._storage = None
+        self._storage_lock = threading.Lock()
         self._sleep = sleep
         self._auth_lock = threading.Lock()
         self._user: User | None = None
@@ -132,8 +138,15 @@ class FusionClient(_Tree):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session of every request this client sends (API and storage): one pool."""
+        return self._http.session
+
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections and the storage transport's threads."""
+        if self._storage is not None:
+            self._storage.close()
         self._http.close()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -146,6 +159,7 @@ class FusionClient(_Tree):
         return {
             "api_url": self.api_url, "email": self.email, "user_id": self.user_id,
             "timeout": self.timeout, "max_workers": self.max_workers, "retry": self._retry,
+            "storage_retry": self._storage_retry, "url_margin": self._url_margin,
             "page_size": self.page_size, "poll_interval": self.poll_interval, "url_lifetime": self.url_lifetime,
         }
 

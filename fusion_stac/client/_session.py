@@ -41,7 +41,7 @@ from fusion_stac.errors import (
     error_for_status,
 )
 from fusion_stac.models import User
-from fusion_stac.storage import APITransport, BearerAuth, RequestStats, RetryPolicy
+from fusion_stac.storage import APITransport, BearerAuth, JSONResponse, RequestStats, RetryPolicy, Transport
 
 
 def _decode_jwt_claims(token: str) -> dict[str, Any]:
@@ -137,6 +137,10 @@ class _Session:
     _user: User | None
     _on_login: Callable[[Self], None] | None
     _http: APITransport
+    _storage_retry: RetryPolicy
+    _url_margin: float
+    _storage: Transport | None
+    _storage_lock: threading.Lock
 
     @property
     def stats(self) -> RequestStats:
@@ -166,7 +170,7 @@ class _Session:
         body = {"User": {"email": self.email, "user_id": self.user_id, "password": self._password}}
         response = self._http.send(
             "POST", self.api_url + "/users/login", shown="/users/login", idempotent=True, json=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"}, expect_json=True,
         )
         if response.status_code >= 400:
             error = self._error_from(response, "POST", "/users/login")
@@ -244,7 +248,8 @@ class _Session:
 
     def _json(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
         try:
-            payload = response.json()
+            # a JSONResponse (expect_json) carries the body parsed once, inside the retry loop
+            payload = response.payload if isinstance(response, JSONResponse) else response.json()
         except ValueError as exc:
             raise APIError(f"expected a JSON answer, got {response.headers.get('Content-Type', 'no content type')}",
                            status=response.status_code, path=path, method=method) from exc
@@ -273,7 +278,7 @@ class _Session:
             token = self._ensure_token()
             response = self._http.send(
                 method, url, shown=path, idempotent=idempotent, params=params, json=body,
-                headers={"Content-Type": "application/json"}, auth=BearerAuth(token),
+                headers={"Content-Type": "application/json"}, auth=BearerAuth(token), expect_json=True,
             )
             if response.status_code == 401 and relogins < MAX_RELOGINS and self._can_login():
                 relogins += 1

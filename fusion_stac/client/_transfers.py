@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -16,11 +15,21 @@ from typing import Any
 
 import requests
 
-from fusion_stac.client._common import Progress, _bool_param, _flat, logger, partial_path, safe_file_name
+from fusion_stac import _urls
+from fusion_stac.client._common import Progress, _bool_param, _flat, logger
 from fusion_stac.client._resources import _Resources
 from fusion_stac.errors import APIError, FusionError, NotFoundError, TransportError, ValidationError
 from fusion_stac.models import Data, DataFile, SignedURL, file_type_for_path
-from fusion_stac.storage import shown_url
+from fusion_stac.storage import (
+    FileKey,
+    Transport,
+    UploadRefusedError,
+    URLBroker,
+    download,
+    local_name,
+    shown_url,
+    upload,
+)
 
 
 class _Transfers(_Resources):
@@ -137,24 +146,16 @@ class _Transfers(_Resources):
             self.delete_data(org_id, data_id)
 
     def _upload(self, path: Path, url: str, report: _ProgressReporter) -> None:
-        shown = shown_url(url)
-        size = path.stat().st_size
-        handle = path.open("rb")
-        reader = _CountingReader(handle, size, report)
+        """PUT one file to its pre-signed upload URL through the storage layer (retried, verified).
 
-        def rewind() -> _CountingReader:
-            reader.rewind()
-            return reader
-
+        The platform cannot sign a second upload URL for a registered file, so a refused URL (expired
+        mid-upload) raises :class:`_Unsettled`: :meth:`create_data` then starts the data item over,
+        which gets fresh URLs (the only way to re-sign an upload).
+        """
         try:
-            response = self._http.send("PUT", url, shown=shown, signed=True, data=reader, rewind=rewind,
-                                       headers={"Content-Length": str(size)})
-        finally:
-            handle.close()
-        if response.status_code >= 400:
-            error = self._error_from(response, "PUT", shown)
-            raise type(error)(f"upload of {path.name} failed: {error.message}", status=error.status, path=shown,
-                              method="PUT", request_id=error.request_id)
+            upload(self._http, path, url, path=path.name, progress=report.add)
+        except UploadRefusedError as exc:
+            raise _Unsettled(f"storage refused the upload URL of {path.name!r} ({exc.strerror or exc})") from None
 
     # -- files and downloads -----------------------------------------------------------------------------
     def download_url(self, org_id: str, data_id: str, file_id: str, *, preview: bool = False) -> SignedURL:
@@ -179,6 +180,27 @@ class _Transfers(_Resources):
                 break
         return SignedURL.issued(str(url), issued_at=issued, expires_at=expires, lifetime=self.url_lifetime)
 
+    @property
+    def storage(self) -> Transport:
+        """The storage transport of this client (created on first use): every download, range read and
+        header read goes through it. Download URLs are signed by file id when needed and re-signed
+        before they expire or after storage refused them (:class:`~fusion_stac.storage.URLBroker`);
+        answers are verified and short bodies resumed (:class:`~fusion_stac.storage.Transport`). It
+        shares the client's HTTP session (one connection pool per client)."""
+        transport = self._storage
+        if transport is None:
+            with self._storage_lock:
+                transport = self._storage
+                if transport is None:
+                    broker = URLBroker(self._sign_file, margin=self._url_margin)
+                    transport = Transport(broker, policy=self._storage_retry, session=self._http.session,
+                                          max_workers=self.max_workers)
+                    self._storage = transport
+        return transport
+
+    def _sign_file(self, key: FileKey) -> SignedURL:
+        return self.download_url(key.organisation_id, key.data_id, key.file_id, preview=key.preview)
+
     def download_file(
         self,
         org_id: str,
@@ -188,112 +210,56 @@ class _Transfers(_Resources):
         *,
         preview: bool = False,
         progress: Progress | None = None,
-        chunk_size: int = 1 << 20,
-        attempts: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> Path:
-        """Download a file to ``dest`` (a file path, or an existing directory) atomically.
+        """Download a file (a :class:`DataFile` or its file id) to ``dest``: a file path, or an
+        existing directory to download into under the platform's file name.
 
-        Streams into ``<dest>.<file tag>.part`` (named after the file id, so that a partial left by
-        an interrupted download of *another* file to the same ``dest`` is never resumed into this
-        one), resumes an existing partial with ``Range``, re-signs the URL if it expires (403),
-        verifies the size (against ``DataFile.size`` when known, else the server's length) and
-        renames into place. Returns the final path.
+        Goes through the storage layer (:func:`fusion_stac.storage.download`): the bytes go to a
+        partial file beside the destination (named after the file id, so that a partial of another
+        file is never resumed into this one), an interrupted download resumes from the partial if it
+        is of the same file version, every answer is verified, the size is checked against the
+        platform's metadata (looked up when given only an id) and the MD5 against storage's ETag
+        when it is one; then the file is synced and renamed into place. ``progress`` gets the
+        fraction done; setting ``cancel`` stops the download within a chunk, keeps the partial and
+        raises :class:`~fusion_stac.storage.DownloadCancelled`. A name the local file system does not
+        allow is mapped (:func:`fusion_stac.storage.local_name`). Returns the final path.
         """
-        file_id = file.file_id if isinstance(file, DataFile) else str(file)
+        if isinstance(file, DataFile):
+            model: DataFile | None = file
+            file_id = file.file_id
+        else:
+            model, file_id = None, str(file)
         if not file_id:
             raise ValidationError("the file has no file_id", field="file_id")
+        if model is None:
+            model = self._file_model(org_id, data_id, file_id)
         target = Path(dest)
         if target.is_dir():
-            # The name comes from the server: reduced to one harmless component, it cannot leave ``dest``.
-            base = safe_file_name(file.file_name if isinstance(file, DataFile) else None, file_id)
-            target = target / (Path(base).with_suffix(".png").name if preview else base)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = partial_path(target, file_id, preview=preview)
-        expected = file.size if isinstance(file, DataFile) and not preview else None
-        label = f"{file.file_name!r} ({file_id})" if isinstance(file, DataFile) else file_id
-        signed: SignedURL | None = None
-        tries = attempts or self._retry.attempts
-        last_problem = "no attempt made"
-        for attempt in range(1, tries + 1):
-            if signed is None or signed.is_expired():
-                signed = self.download_url(org_id, data_id, file_id, preview=preview)
-            offset = part.stat().st_size if part.exists() else 0
-            if expected is not None and offset > expected:
-                part.unlink()
-                offset = 0
-            if expected is not None and offset == expected and offset > 0:
-                break
-            shown = shown_url(signed.url)
-            headers = {"Accept-Encoding": "identity"}
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-            response = self._http.send("GET", signed.url, shown=shown, signed=True, headers=headers, stream=True)
-            try:
-                status = response.status_code
-                if status == 416 and offset:
-                    total = _content_range_total(response.headers.get("Content-Range"))
-                    if total is not None and total == offset and (expected is None or expected == total):
-                        break
-                    part.unlink()  # our partial does not fit the object any more: start over
-                    last_problem = "range not satisfiable"
-                    continue
-                if status == 403 and attempt < tries:
-                    signed = None  # probably expired: sign again
-                    last_problem = "403 from storage"
-                    continue
-                if status >= 400:
-                    error = self._error_from(response, "GET", shown)
-                    raise type(error)(f"download of {label} failed: {error.message}", status=status, path=shown,
-                                      method="GET", request_id=error.request_id)
-                if status == 206:
-                    start = _content_range_start(response.headers.get("Content-Range"))
-                    if start != offset:
-                        part.unlink(missing_ok=True)
-                        last_problem = "server resumed at the wrong offset"
-                        continue
-                    total = _content_range_total(response.headers.get("Content-Range"))
-                    mode = "ab"
-                else:
-                    offset = 0
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    mode = "wb"
-                if expected is None:
-                    expected = total
-                report = _ProgressReporter(progress, expected or 0)
-                report.add(offset)
-                try:
-                    with part.open(mode) as out:
-                        for chunk in response.iter_content(chunk_size=chunk_size):
-                            if chunk:
-                                out.write(chunk)
-                                self.stats._bytes(len(chunk))
-                                report.add(len(chunk))
-                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                    last_problem = f"connection lost mid-download ({type(exc).__name__})"
-                    logger.info("download of %s interrupted at %d bytes; resuming", label, part.stat().st_size)
-                    self.stats._retry()
-                    continue
-            finally:
-                response.close()
-            size = part.stat().st_size
-            if expected is not None and size < expected:
-                last_problem = f"got {size} of {expected} bytes"
-                self.stats._retry()
-                continue
-            if expected is not None and size > expected:
-                part.unlink()
-                last_problem = f"got {size} bytes, more than the expected {expected}"
-                continue
-            break
-        else:
-            raise TransportError(f"download of {label} did not complete after {tries} attempts: {last_problem}",
-                                 path=f"/organisations/{org_id}/data/{data_id}/download_file/{file_id}",
-                                 method="GET", attempts=tries)
-        if not part.exists():
-            part.touch()  # an empty file
-        os.replace(part, target)
-        return target
+            name = model.file_name or file_id
+            if preview:
+                stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+                name = f"{stem or file_id}.png"
+            target = local_name(name, file_id=file_id, directory=target).path
+        size = None if preview else model.size
+        key = FileKey(org_id, data_id, file_id, preview=preview)
+        label = _urls.file_url(org_id, data_id, file_id) + (" (preview)" if preview else "")
+        if model.file_name:
+            label = f"{label} ({model.file_name!r})"
+        report = _ProgressReporter(progress, size or 0) if progress is not None else None
+        result = download(self.storage, key, target, path=label, size=size, cancel=cancel,
+                          progress=None if report is None else report.add)
+        if progress is not None and not size:
+            progress(1.0)
+        return result.path or target
+
+    def _file_model(self, org_id: str, data_id: str, file_id: str) -> DataFile:
+        """The platform's metadata of one file (its size and name), from the data item's file list."""
+        for candidate in self.iter_files(org_id, data_id):
+            if candidate.file_id == file_id:
+                return candidate
+        raise NotFoundError(f"data {data_id} has no file {file_id}",
+                            path=f"/organisations/{org_id}/data/{data_id}/files", method="GET")
 
     def signed_get(self, url: SignedURL | str, *, headers: Mapping[str, str] | None = None,
                    stream: bool = False) -> requests.Response:
@@ -305,19 +271,6 @@ class _Transfers(_Resources):
         raw = url.url if isinstance(url, SignedURL) else url
         return self._http.send("GET", raw, shown=shown_url(raw), signed=True, headers=dict(headers or {}),
                                stream=stream)
-
-
-def _content_range_total(value: str | None) -> int | None:
-    """Total size from ``Content-Range: bytes a-b/N`` or ``bytes */N``."""
-    if not value or "/" not in value:
-        return None
-    total = value.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
-
-
-def _content_range_start(value: str | None) -> int | None:
-    match = re.match(r"\s*bytes\s+(\d+)-", value or "")
-    return int(match.group(1)) if match else None
 
 
 class _Unsettled(Exception):
@@ -340,27 +293,3 @@ class _ProgressReporter:
             self._done += n
             if self._total:
                 self._callback(min(1.0, self._done / self._total))
-
-
-class _CountingReader:
-    """A file wrapper that reports bytes as ``requests`` streams them (keeps ``Content-Length``)."""
-
-    def __init__(self, handle: Any, size: int, report: _ProgressReporter) -> None:
-        self._handle = handle
-        self._size = size
-        self._report = report
-        self._sent = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self._handle.read(n)
-        self._sent += len(chunk)
-        self._report.add(len(chunk))
-        return chunk
-
-    def rewind(self) -> None:
-        self._handle.seek(0)
-        self._report.add(-self._sent)
-        self._sent = 0

@@ -62,7 +62,9 @@ class _Connection:
         self._cached_token_used: str | None = None
         self.stats = TransferStats()
         self.broker = URLBroker(self._sign, stats=self.stats, margin=url_margin)
-        self.transport = Transport(self.broker, policy=retry, max_workers=max_workers)
+        self._retry = retry
+        self._max_workers = max_workers
+        self._transport: Transport | None = None
         self.dircache = DirCache(**listings)
         self.nodes = DirCache(**listings)
 
@@ -73,6 +75,21 @@ class _Connection:
             if conn is None:
                 conn = cls._registry[key] = cls(**kwargs)
             return conn
+
+    @property
+    def transport(self) -> Transport:
+        """The storage transport of these file systems (built on first use): this connection's broker
+        (signing through :meth:`_sign`, which maps API errors to built-ins), policy and counters, over
+        the client's HTTP session -- one connection pool for API calls and storage reads."""
+        transport = self._transport
+        if transport is None:
+            session = self.client.session
+            with self._lock:
+                if self._transport is None:
+                    self._transport = Transport(self.broker, policy=self._retry, session=session,
+                                                max_workers=self._max_workers)
+                transport = self._transport
+        return transport
 
     # -- the client ----------------------------------------------------------------------------
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -11,8 +10,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback, NoOpCallback
 from fsspec.utils import isfilelike
@@ -21,7 +20,16 @@ from fusion_stac._urls import FusionPath, FusionURLError, is_uuid, parse
 from fusion_stac.fs._errors import translate
 from fusion_stac.fs._file import FusionFile, FusionUploadFile
 from fusion_stac.fs._listing import _Listing
-from fusion_stac.storage import Block, FileKey, VersionPin, merge_ranges, slice_ranges
+from fusion_stac.storage import (
+    Block,
+    FileKey,
+    VersionPin,
+    download,
+    download_to,
+    merge_ranges,
+    slice_ranges,
+    unique_local_names,
+)
 
 log = logging.getLogger("fusion_stac.fs")
 
@@ -123,35 +131,15 @@ class _Transfers(_Listing):
         path, info, key = self._file(rpath)
         size = info["size"]
         callback.set_size(size)
-        transport = self._conn.transport
+        # One road for whole files (fusion_stac.storage.download): verified size (and MD5 where
+        # storage's ETag is one), partial beside the target keyed by file id and version, resumed,
+        # locked against a second writer, synced and renamed into place.
         if outfile is not None:
-            transport.copy_to(key, size, outfile, path=self._url(path), progress=callback.relative_update)
+            download_to(self._conn.transport, key, outfile, path=self._url(path), size=size,
+                        progress=callback.relative_update)
             return
-        lpath = os.fspath(lpath)
-        directory = os.path.dirname(os.path.abspath(lpath))
-        os.makedirs(directory, exist_ok=True)
-        part, fd = _claim_partial(lpath, key.file_id)
-        private = fd is None
-        if fd is None:  # another process is downloading the same file here: use a private file
-            fd, part = tempfile.mkstemp(prefix=f".{os.path.basename(lpath)}.", suffix=".part", dir=directory)
-        try:
-            with os.fdopen(fd, "r+b") as handle:
-                # an interrupted download of this very file (partial names carry its id) resumes
-                have = handle.seek(0, os.SEEK_END)
-                if have > size:
-                    handle.truncate(0)
-                    have = handle.seek(0)
-                callback.relative_update(have)
-                transport.copy_to(key, size, handle, path=self._url(path), progress=callback.relative_update,
-                                  start=have)
-                handle.flush()
-                os.replace(part, lpath)  # while still locked: nobody appends to it any more
-        except BaseException:
-            # a private file cannot be resumed; the shared partial can (unless nothing arrived)
-            with contextlib.suppress(OSError):
-                if private or os.path.getsize(part) == 0:
-                    os.unlink(part)
-            raise
+        download(self._conn.transport, key, os.fspath(lpath), path=self._url(path), size=size,
+                 progress=callback.relative_update)
 
     def get(self, rpath: Any, lpath: Any, recursive: bool = False, callback: Callback = DEFAULT_CALLBACK,
             maxdepth: int | None = None, **kwargs: Any) -> None:
@@ -166,6 +154,7 @@ class _Transfers(_Listing):
             super().get(rpath, lpath, recursive=recursive, callback=NoOpCallback(), maxdepth=maxdepth, **kwargs)
         finally:
             self._collect.gets = None
+        pairs = self._local_paths(pairs)
         callback.set_size(len(pairs))
         lock = threading.Lock()
 
@@ -177,6 +166,33 @@ class _Transfers(_Listing):
                 self.get_file(r, local, callback=_Locked(child, lock))
 
         self._run_parallel(one, pairs, on_done=lambda: callback.relative_update(1), lock=lock)
+
+    def _local_paths(self, pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """The local path of each file as the platform names it, not as its URL spells it (fsspec
+        derives local names from the remote path, whose segments are percent-encoded: ``é`` would
+        become ``%C3%A9``), mapped where the local file system does not allow the name and made
+        unique per directory (:func:`fusion_stac.storage.unique_local_names`)."""
+        by_dir: dict[str, list[tuple[int, str, str]]] = {}
+        for i, (rpath, local) in enumerate(pairs):
+            if isfilelike(local):
+                continue
+            try:
+                _, info, key = self._file(rpath)
+            except OSError:
+                continue  # a directory: get_file makes it
+            directory, base = os.path.split(os.fspath(local))
+            name = info.get("item_name") or unquote(base)
+            by_dir.setdefault(directory, []).append((i, str(name), key.file_id))
+        out = list(pairs)
+        for directory, entries in by_dir.items():
+            names = unique_local_names([(name, file_id) for _, name, file_id in entries],
+                                       directory=directory or ".")
+            for i, _, file_id in entries:
+                mapped = names[file_id]
+                if mapped.changed:
+                    log.info("%s: saved as %s (%s)", pairs[i][0], mapped.name, "; ".join(mapped.reasons))
+                out[i] = (pairs[i][0], os.path.join(directory, mapped.name))
+        return out
 
     def _run_parallel(self, fn: Callable[[Any], Any], items: Sequence[Any], *, on_done: Callable[[], Any],
                       lock: threading.Lock) -> None:
@@ -373,30 +389,6 @@ class _Transfers(_Listing):
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         self._refuse(path, "create empty files")
 
-
-
-def _claim_partial(lpath: str, file_id: str) -> tuple[str, int | None]:
-    """Open (creating it) the partial file of a download of ``file_id`` to ``lpath``, locked.
-
-    The same name as :func:`fusion_stac.client.partial_path` gives (it carries a tag of the file id),
-    so a download killed mid-way is resumed by the next one, whichever API made it, and never into
-    another file. ``(path, None)`` when another process holds it (the caller then uses a private
-    temporary file).
-    """
-    from fusion_stac.client import partial_path
-
-    part = str(partial_path(Path(lpath), file_id))
-    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no advisory locks here
-        return part, fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return part, None
-    return part, fd
 
 
 class _Locked(Callback):

@@ -68,7 +68,7 @@ from fsspec.spec import AbstractFileSystem
 from fusion_stac.fs._conn import _Connection
 from fusion_stac.fs._file import DEFAULT_BLOCK
 from fusion_stac.fs._transfers import _Transfers
-from fusion_stac.storage import STORAGE_RETRY, RetryPolicy
+from fusion_stac.storage import STORAGE_RETRY, RetryPolicy, Transport
 
 if TYPE_CHECKING:  # pragma: no cover
     from fusion_stac.client import FusionClient
@@ -211,6 +211,13 @@ class FusionFileSystem(_Transfers, metaclass=_FusionMeta):
     def client(self) -> FusionClient:
         """The API client (built on first use from the options, the token cache or the environment)."""
         return self._conn.client
+
+    @property
+    def transport(self) -> Transport:
+        """The storage transport every read and download of this file system goes through (URLs
+        signed by file id and refreshed, answers verified, short bodies resumed, retried): what the
+        xarray readers and rasterio opener use too."""
+        return self._conn.transport
 
     @property
     def stats(self) -> dict[str, int]:

@@ -1,11 +1,12 @@
 """Read a raster's grid from its header when the API does not describe it.
 
-One signed URL and one ranged GET of the first 64 KiB: a cloud-optimized GeoTIFF keeps every IFD
-(and so shape, transform, CRS, dtype, nodata, tiling and overviews) at the front of the file, and
-GDAL reads that from memory. A file whose header does not fit (a striped TIFF with its tags at the
-end, JPEG2000 boxes further in) is opened once more through ``/vsicurl/`` with HEAD and directory
-listing disabled (pre-signed URLs often refuse HEAD). Results are cached per process by file id:
-a stored file never changes under the same id.
+One ranged GET of the first 64 KiB through the storage layer (:class:`fusion_stac.storage.Transport`:
+URL signed by file id, answer verified, short bodies resumed, retried): a cloud-optimized GeoTIFF
+keeps every IFD (and so shape, transform, CRS, dtype, nodata, tiling and overviews) at the front of
+the file, and GDAL reads that from memory. A file whose header does not fit (a striped TIFF with its
+tags at the end, JPEG2000 boxes further in) is read whole through the same transport when it is at
+most :data:`WHOLE_FILE_LIMIT` bytes; a larger one is published without a grid (logged). Results are
+cached per process by file id: a stored file never changes under the same id.
 """
 
 from __future__ import annotations
@@ -16,27 +17,20 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from fusion_stac.errors import FusionError
 from fusion_stac.models import DataFile
 from fusion_stac.stac.mapping import RasterInfo, crs_code
+from fusion_stac.storage import FileKey, Transport
 
-__all__ = ["HEADER_BYTES", "cache_clear", "read_raster_info"]
+__all__ = ["HEADER_BYTES", "WHOLE_FILE_LIMIT", "cache_clear", "read_raster_info"]
 
 logger = logging.getLogger(__name__)
 
 HEADER_BYTES = 64 * 1024
+#: A file whose header is not in its first bytes is read whole up to this size (else no grid).
+WHOLE_FILE_LIMIT = 64 * 1024 * 1024
 _CACHE_SIZE = 4096
 _cache: OrderedDict[str, RasterInfo | None] = OrderedDict()
 _lock = threading.Lock()
-
-_VSICURL_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_USE_HEAD": "NO",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "0.5",
-    "CPL_VSIL_CURL_NON_CACHED": "",
-}
-
 
 def cache_clear() -> None:
     """Forget every cached header (tests; a long-lived process never needs it)."""
@@ -87,14 +81,7 @@ def _from_bytes(head: bytes) -> RasterInfo | None:
         return _info_from_dataset(src)
 
 
-def _from_url(url: str) -> RasterInfo | None:
-    import rasterio
-
-    with rasterio.Env(**_VSICURL_OPTIONS), rasterio.open(f"/vsicurl/{url}") as src:
-        return _info_from_dataset(src)
-
-
-def read_raster_info(client: Any, organisation_id: str, file: DataFile) -> RasterInfo | None:
+def read_raster_info(transport: Transport, organisation_id: str, file: DataFile) -> RasterInfo | None:
     """The grid of ``file`` read from its header (cached by file id); ``None`` if it cannot be read.
 
     Never raises for an unreadable file: the item is then published without ``proj:shape`` and
@@ -111,24 +98,19 @@ def read_raster_info(client: Any, organisation_id: str, file: DataFile) -> Raste
         logger.info("rasterio is not installed: no header read for %s (%s)", file.file_name, file.file_id)
         return None
     label = f"{file.file_name!r} (file {file.file_id} of data {file.data_id})"
+    key = FileKey(organisation_id, file.data_id, file.file_id)
     info = None
     try:
-        signed = client.download_url(organisation_id, file.data_id, file.file_id)
-        end = HEADER_BYTES - 1 if file.size is None else min(HEADER_BYTES, file.size) - 1
-        response = client.signed_get(
-            signed, headers={"Range": f"bytes=0-{max(end, 0)}", "Accept-Encoding": "identity"},
-        )
-        try:
-            if response.status_code >= 400:
-                raise FusionError(f"header read of {label} failed: HTTP {response.status_code}",
-                                  status=response.status_code)
-            head = response.content
-        finally:
-            response.close()
+        end = HEADER_BYTES if file.size is None else min(HEADER_BYTES, file.size)
+        head = transport.read_range(key, 0, end, path=label, size=file.size)
         with contextlib.suppress(Exception):
             info = _from_bytes(head)
-        if info is None and (file.size is None or len(head) < file.size):
-            info = _from_url(signed.url)
+        if info is None and file.size is not None and len(head) < file.size:
+            if file.size <= WHOLE_FILE_LIMIT:
+                info = _from_bytes(transport.read_range(key, 0, file.size, path=label, size=file.size))
+            else:
+                logger.info("the header of %s is not in its first %d bytes and the file is larger than %d "
+                            "bytes: published without its grid", label, HEADER_BYTES, WHOLE_FILE_LIMIT)
     except Exception as exc:  # a catalog must not fail because one file's header is unreadable
         from fusion_stac.errors import redact
 

@@ -502,7 +502,7 @@ class FusionStacIO(DefaultStacIO):
 
     def _extras_for(self, org_id: str, f: DataFile) -> tuple[str, tuple[Any, Any]]:
         """``(file_id, (RasterInfo | None, (data URL, preview URL) | None))`` for one file."""
-        raster = read_raster_info(self.client, org_id, f) if self.read_headers and mapping.needs_header(f) else None
+        raster = read_raster_info(self.client.storage, org_id, f) if self.read_headers and mapping.needs_header(f) else None
         urls = None
         if self.asset_hrefs == "signed":
             data_url = self.client.download_url(org_id, f.data_id, f.file_id)

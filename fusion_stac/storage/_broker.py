@@ -39,16 +39,26 @@ __all__ = ["FileChangedError", "FileKey", "Lease", "Signer", "URLBroker", "Versi
 
 @dataclass(frozen=True, order=True)
 class FileKey:
-    """The stable identity of a stored file: what caches and the broker key on."""
+    """The stable identity of a stored file: what caches and the broker key on.
+
+    ``preview`` names the PNG preview the platform renders of the file (signed by the same file id
+    with ``preview=true``): other bytes, so another key.
+    """
 
     organisation_id: str
     data_id: str
     file_id: str
+    preview: bool = False
 
     @property
     def url(self) -> str:
-        """The short ``fusion://`` form naming this file."""
-        return file_url(self.organisation_id, self.data_id, self.file_id)
+        """The short ``fusion://`` form naming this file (``#preview`` for its preview)."""
+        return file_url(self.organisation_id, self.data_id, self.file_id) + ("#preview" if self.preview else "")
+
+    @property
+    def tag(self) -> str:
+        """What local partial files of this file are keyed by (the file id; ``#preview`` appended)."""
+        return self.file_id + ("#preview" if self.preview else "")
 
     def __str__(self) -> str:
         return self.url

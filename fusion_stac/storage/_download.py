@@ -432,7 +432,7 @@ def download(
     shown = path or key.url
     chunk_size = _chunk(chunk_size)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    claim = _claim(partial_path(dest, key.file_id))
+    claim = _claim(partial_path(dest, key.tag))
     try:
         return _download_claimed(transport, key, dest, claim, shown=shown, size=size, md5=md5, etag=etag,
                                  progress=progress, cancel=cancel, trust_etag=trust_etag_md5,
@@ -453,7 +453,7 @@ def _download_claimed(transport: Transport, key: FileKey, dest: Path, claim: _Cl
         wanted_etag = VersionPin()
         if etag:
             wanted_etag.check(key, etag, shown)
-        if have and (meta is None or meta.file_id != key.file_id or have > meta.size
+        if have and (meta is None or meta.file_id != key.tag or have > meta.size
                      or (size is not None and meta.size != size)
                      or (wanted_etag.etag is not None and meta.etag not in (None, wanted_etag.etag))):
             have, meta = 0, None  # not a partial of this version of this file: start over
@@ -487,7 +487,7 @@ def _download_claimed(transport: Transport, key: FileKey, dest: Path, claim: _Cl
                     def first_write(total: int = total, pin: VersionPin = pin) -> None:
                         nonlocal keep
                         if not claim.private:
-                            _write_meta(part, _Meta(key.file_id, pin.etag, total))
+                            _write_meta(part, _Meta(key.tag, pin.etag, total))
                             keep = True
 
                     _stream(transport, key, handle, start=have, size=total, pin=pin, hasher=hasher, shown=shown,

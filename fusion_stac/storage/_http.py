@@ -216,9 +216,16 @@ class APITransport:
         self.retry = retry
         self.stats = RequestStats()
         self._sleep = sleep
-        self.session = session or requests.Session()
-        # A pool as large as the fan-out, so concurrent threads do not open and drop connections.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, max_workers), max_retries=0)
+        if session is None:
+            # One session for the API and for storage (the client's storage Transport reuses it):
+            # requests are authorised per call (a bearer token for the API, the signature in a
+            # pre-signed URL), so the session's own auth is the explicit no-op, which also keeps
+            # requests from adding netrc credentials to storage requests.
+            session = requests.Session()
+            session.auth = NO_AUTH
+        self.session = session
+        # A pool as large as the fan-out (API calls, and range reads of several threads per file).
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(16, 2 * max_workers), max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent

@@ -15,11 +15,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 
+from fusion_stac.storage._http import NO_AUTH
+
 __all__ = ["Answer", "Route", "Urllib3Body", "no_auth", "plain_route", "reuse_connection"]
 
 
-def no_auth(request: Any) -> Any:
-    return request
+# Pre-signed URLs carry their own authorisation: an explicit no-op auth on the session keeps requests
+# from adding netrc credentials for the storage host (S3 refuses two auth mechanisms). The API
+# transport passes its bearer token per request, so the same session serves both.
+no_auth = NO_AUTH
 
 
 class Urllib3Body:

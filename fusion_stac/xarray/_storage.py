@@ -42,10 +42,7 @@ class FileSystemStorage:
         self.fs = fs
 
     def transport(self) -> Transport:
-        transport = getattr(self.fs, "transport", None)
-        if transport is None:
-            transport = self.fs._conn.transport
-        return transport  # type: ignore[no-any-return]
+        return self.fs.transport
 
     def __dask_tokenize__(self) -> Any:
         return ("fusion-fs-storage", self.fs.__dask_tokenize__())

@@ -274,7 +274,7 @@ def test_a_concurrent_process_and_thread_give_one_good_file(server: StorageServe
     server.faults.extend(["slow", "slow"])
     url, _ = server.sign("blob")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, url, str(dest), str(SIZE), *KEY.__dict__.values()],
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, str(dest), str(SIZE), KEY.organisation_id, KEY.data_id, KEY.file_id],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     download(make_transport(server), KEY, dest, path=PATH, size=SIZE)
     out, err = child.communicate(timeout=120)
