@@ -171,7 +171,8 @@ class _Transfers(_Listing):
         """The local path of each file as the platform names it, not as its URL spells it (fsspec
         derives local names from the remote path, whose segments are percent-encoded: ``é`` would
         become ``%C3%A9``), mapped where the local file system does not allow the name and made
-        unique per directory (:func:`fusion_stac.storage.unique_local_names`)."""
+        unique per directory (:func:`fusion_stac.storage.unique_local_names`). A local name the
+        caller gave (not the remote one) is kept as given."""
         by_dir: dict[str, list[tuple[int, str, str]]] = {}
         for i, (rpath, local) in enumerate(pairs):
             if isfilelike(local):
@@ -181,6 +182,8 @@ class _Transfers(_Listing):
             except OSError:
                 continue  # a directory: get_file makes it
             directory, base = os.path.split(os.fspath(local))
+            if base != rpath.rstrip("/").rsplit("/", 1)[-1]:
+                continue  # a local name the caller chose: kept as given
             name = info.get("item_name") or unquote(base)
             by_dir.setdefault(directory, []).append((i, str(name), key.file_id))
         out = list(pairs)
