@@ -81,6 +81,12 @@ class Outcome:
 
 
 # -- planning --------------------------------------------------------------------------------------
+def shown(name: str) -> str:
+    """A listed path as people read (and may type) it: ``fusion://org/uploads/x/é.tif``, not ``%C3%A9``
+    (the platform allows no ``/`` in a name, so decoding cannot split a segment)."""
+    return unquote(fusion_url(name))
+
+
 def plan(fs: FusionFileSystem, url: str, dest: Path, *, into_dir: bool = False) -> tuple[list[Job], list[Mapped]]:
     """The files under ``url`` and where each goes below (or at) ``dest``; and the names that changed.
 
@@ -92,7 +98,7 @@ def plan(fs: FusionFileSystem, url: str, dest: Path, *, into_dir: bool = False) 
 
     root = fs.info(url)
     if root["type"] == "file":
-        remote = fusion_url(root["name"])
+        remote = shown(root["name"])
         if not (dest.is_dir() or into_dir):
             return [Job(remote, root, dest)], []  # the user chose the name: used as given
         label = root["name"].rstrip("/").rsplit("/", 1)[-1]
@@ -135,16 +141,16 @@ def _tree(base: str, files: list[tuple[tuple[str, ...], dict[str, Any]]],
                 segs = tuple(key[4:].split("/"))
                 local_dirs[segs] = chosen.path
                 if chosen.changed:
-                    mapped.append(Mapped(fusion_url(base + "/" + key[4:]), chosen.path, chosen.reasons))
+                    mapped.append(Mapped(shown(base + "/" + key[4:]), chosen.path, chosen.reasons))
     jobs = []
     top = dest.absolute()
     for segs, entry in files:
         chosen = names[segs[:-1]][file_key(entry, segs)]
         if top not in chosen.path.absolute().parents:  # defence in depth: never outside dest
             raise OSError(f"refusing to write {fusion_url(entry['name'])} outside {dest} (as {chosen.path})")
-        jobs.append(Job(fusion_url(entry["name"]), entry, chosen.path))
+        jobs.append(Job(shown(entry["name"]), entry, chosen.path))
         if chosen.changed:
-            mapped.append(Mapped(fusion_url(entry["name"]), chosen.path, chosen.reasons))
+            mapped.append(Mapped(shown(entry["name"]), chosen.path, chosen.reasons))
     return jobs, mapped
 
 

@@ -32,6 +32,10 @@ def check_local_files(paths: list[str], file_type: str | None) -> list[tuple[Pat
         path = Path(raw)
         if not path.is_file():
             raise UsageError(f"no such file: {raw}" if not path.exists() else f"not a file: {raw}")
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise UsageError(f"cannot read {raw}: {exc.strerror or exc}") from None
         kind = file_type or file_type_for_path(path.name)
         if kind == "Other":
             known = ", ".join(sorted(FILE_TYPE_EXTENSIONS))
@@ -53,10 +57,13 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
     client = ctx.client
     total = sum(p.stat().st_size for p, _ in files)
     types = {kind for _, kind in files}
-    with ctx.fraction_bar(f"upload {name}", total=total or 1, unit="B") as progress:
-        data = client.create_data(org_id, name, [p for p, _ in files],
-                                  file_type=types.pop() if len(types) == 1 else None,
-                                  wait=False, progress=progress)
+    try:
+        with ctx.fraction_bar(f"upload {name}", total=total or 1, unit="B") as progress:
+            data = client.create_data(org_id, name, [p for p, _ in files],
+                                      file_type=types.pop() if len(types) == 1 else None,
+                                      wait=False, progress=progress)
+    except (FusionError, OSError) as exc:
+        raise CommandFailed(_upload_failure([p for p, _ in files], name, exc)) from exc
     interval = client.poll_interval if poll_interval is None else poll_interval
     started = time.monotonic()
     bar = ctx.bar(f"analyse {name}", total=len(files), unit="file")
@@ -85,6 +92,21 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
         raise AnalysisError(f"{exc.message}: is it really a {', '.join(sorted({k for _, k in files}))} file? "
                             f"({fate})", data_id=data.id, files=exc.files, path=exc.path) from exc
     return data, analysed
+
+
+def _upload_failure(paths: list[Path], name: str, exc: BaseException) -> str:
+    """One line naming the local file(s) that could not be uploaded and why (never a signed URL)."""
+    from fusion_stac.errors import redact
+
+    if isinstance(exc, OSError) and exc.filename and not str(exc.filename).startswith("fusion://") \
+            and exc.strerror and not hasattr(exc, "message"):
+        text = f"{exc.filename}: {exc.strerror}"  # a local error: the file as the user named it
+    else:
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
+    named = [p for p in paths if p.name in text] or paths
+    shown = ", ".join(str(p) for p in named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+    return redact(f"cannot upload {shown} as {name!r}: {text}")
 
 
 def _upload_arguments(p: argparse.ArgumentParser) -> None:
