@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
+import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from fusion_stac._cli._common import Context, fusion_url, human_size, seconds, with_context
-from fusion_stac._cli._registry import UsageError, command
+from fusion_stac._cli._registry import CommandFailed, UsageError, command
 from fusion_stac._urls import upload_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fusion_stac._cli import _fetch
 
 
 def check_local_files(paths: list[str], file_type: str | None) -> list[tuple[Path, str]]:
@@ -25,6 +32,10 @@ def check_local_files(paths: list[str], file_type: str | None) -> list[tuple[Pat
         path = Path(raw)
         if not path.is_file():
             raise UsageError(f"no such file: {raw}" if not path.exists() else f"not a file: {raw}")
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise UsageError(f"cannot read {raw}: {exc.strerror or exc}") from None
         kind = file_type or file_type_for_path(path.name)
         if kind == "Other":
             known = ", ".join(sorted(FILE_TYPE_EXTENSIONS))
@@ -46,10 +57,13 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
     client = ctx.client
     total = sum(p.stat().st_size for p, _ in files)
     types = {kind for _, kind in files}
-    with ctx.fraction_bar(f"upload {name}", total=total or 1, unit="B") as progress:
-        data = client.create_data(org_id, name, [p for p, _ in files],
-                                  file_type=types.pop() if len(types) == 1 else None,
-                                  wait=False, progress=progress)
+    try:
+        with ctx.fraction_bar(f"upload {name}", total=total or 1, unit="B") as progress:
+            data = client.create_data(org_id, name, [p for p, _ in files],
+                                      file_type=types.pop() if len(types) == 1 else None,
+                                      wait=False, progress=progress)
+    except (FusionError, OSError) as exc:
+        raise CommandFailed(_upload_failure([p for p, _ in files], name, exc)) from exc
     interval = client.poll_interval if poll_interval is None else poll_interval
     started = time.monotonic()
     bar = ctx.bar(f"analyse {name}", total=len(files), unit="file")
@@ -78,6 +92,21 @@ def upload_files(ctx: Context, org_id: str, name: str, files: list[tuple[Path, s
         raise AnalysisError(f"{exc.message}: is it really a {', '.join(sorted({k for _, k in files}))} file? "
                             f"({fate})", data_id=data.id, files=exc.files, path=exc.path) from exc
     return data, analysed
+
+
+def _upload_failure(paths: list[Path], name: str, exc: BaseException) -> str:
+    """One line naming the local file(s) that could not be uploaded and why (never a signed URL)."""
+    from fusion_stac.errors import redact
+
+    if isinstance(exc, OSError) and exc.filename and not str(exc.filename).startswith("fusion://") \
+            and exc.strerror and not hasattr(exc, "message"):
+        text = f"{exc.filename}: {exc.strerror}"  # a local error: the file as the user named it
+    else:
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
+    named = [p for p in paths if p.name in text] or paths
+    shown = ", ".join(str(p) for p in named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+    return redact(f"cannot upload {shown} as {name!r}: {text}")
 
 
 def _upload_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,103 +155,133 @@ def upload(ctx: Context) -> int:
 def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", help="a fusion:// file, or a directory (upload, process, execution, ...) to copy whole")
     p.add_argument("dest", help="local file or directory (created); a tree is written below it")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="files downloaded at once (default 4)")
-    p.epilog = ("Files already present with the right size are skipped and interrupted downloads resume "
-                "(from FILE.<id>.part), so running the command again finishes the job. Sizes are verified.")
+    p.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS,
+                   help=f"files downloaded at once (default {DEFAULT_JOBS})")
+    p.epilog = ("Files keep the platform's names; a name the local file system does not allow is changed "
+                "(a short hash is added) and the output says so. A file already present is skipped when its "
+                "MD5 equals the one storage states (else downloaded again; when storage states none, its size "
+                "is compared and the output says so). Bytes go to FILE.<tag>.part until the file is complete "
+                "and verified. Ctrl-C stops at once and keeps what was fetched: running the same command again "
+                "resumes. Exit 0 when every file is complete, 1 when any failed (each is named), 130 when "
+                "interrupted with files unfinished.")
 
 
-def _plan(ctx: Context, url: str, dest: Path, *, into_dir: bool = False) -> list[tuple[dict[str, Any], Path]]:
-    """(file info, local path) of every file to fetch; ``into_dir``: ``dest`` was given with a trailing
-    slash (a directory, even if it does not exist yet)."""
-    fs = ctx.fs
-    root = fs.info(url)
-    if root["type"] == "file":
-        target = dest / _local_name(root["name"].rsplit("/", 1)[-1]) \
-            if dest.is_dir() or into_dir else dest
-        return [(root, target)]
-    base = root["name"].rstrip("/")
-    found = fs.find(base, detail=True)
-    plan = []
-    for name, entry in sorted(found.items()):
-        if entry.get("type") != "file":
-            continue
-        relative = [_local_name(s) for s in name[len(base):].strip("/").split("/")]
-        target = dest.joinpath(*relative)
-        if dest.absolute() not in target.absolute().parents:  # defence in depth: never outside dest
-            raise OSError(f"refusing to write {fusion_url(name)} outside {dest} (as {target})")
-        plan.append((entry, target))
-    return plan
+DEFAULT_JOBS = 4
 
 
-def _local_name(label: str) -> str:
-    """The local name of a listed path segment: the platform's name where it is one harmless file
-    name, else the (percent-encoded, sibling-unique) label itself, so that names from the server like
-    ``../../x`` or ``/etc/x`` cannot lead outside the destination."""
-    from fusion_stac.client import safe_file_name
+@contextmanager
+def _first_interrupt_cancels(cancel: threading.Event, note: Callable[[str], None]) -> Iterator[None]:
+    """The first Ctrl-C (SIGINT) sets ``cancel`` (transfers stop within a chunk, partials kept); the
+    next one raises :class:`KeyboardInterrupt` as usual. Only in the main thread (where signals go)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # started with interrupts ignored (nohup, a background job): keep it so
+        yield
+        return
 
-    name = unquote(label)
-    if safe_file_name(name, "") == name:
-        return name
-    return safe_file_name(label)
+    def first(signum: int, frame: FrameType | None) -> None:
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with contextlib.suppress(Exception):  # never let the message be what fails
+            note("fusion-stac: stopping the downloads and keeping what they fetched (Ctrl-C again to quit at once)")
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-@command("download", "download a file or a whole tree, in parallel, resumable, size-verified", _download_arguments)
+@command("download", "download a file or a whole tree, in parallel, resumable, verified", _download_arguments)
 @with_context
 def download(ctx: Context) -> int:
+    from fusion_stac._cli import _fetch
+
     args = ctx.args
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     dest = Path(args.dest)
     began = time.monotonic()
-    plan = _plan(ctx, args.url, dest, into_dir=args.dest.endswith(("/", os.sep)))
-    if not plan:
+    jobs, mapped = _fetch.plan(ctx.fs, args.url, dest, into_dir=args.dest.endswith(("/", os.sep)))
+    if not jobs:
         ctx.note(f"nothing to download: {fusion_url(ctx.fs.info(args.url)['name'])} holds no files")
         return 0
-    todo = []
-    skipped = 0
-    for entry, target in plan:
-        if target.is_file() and entry.get("size") is not None and target.stat().st_size == entry["size"]:
-            skipped += 1
-        else:
-            todo.append((entry, target))
-    total = sum(e.get("size") or 0 for e, _ in todo)
-    client = ctx.client
+    if len(jobs) > 1 and dest.exists() and not dest.is_dir():
+        raise UsageError(f"{args.dest} is a file: a tree of {len(jobs)} files needs a directory")
+    total = sum(j.size or 0 for j in jobs)
     lock = threading.Lock()
     bar = ctx.bar("download", total=total or None, unit="B")
 
-    def fetch(job: tuple[dict[str, Any], Path]) -> Path:
-        entry, target = job
-        seen = [0]
+    def on_bytes(n: int) -> None:
+        with lock:
+            bar.update(n)
 
-        def progress(fraction: float) -> None:
-            size = entry.get("size") or 0
-            now = int(fraction * size)
-            with lock:
-                bar.update(now - seen[0])
-                seen[0] = now
-
-        path = client.download_file(entry["organisation_id"], entry["data_id"], entry["file_id"], target,
-                                    progress=progress)
-        size = path.stat().st_size
-        if entry.get("size") is not None and size != entry["size"]:
-            raise OSError(f"{fusion_url(entry['name'])}: downloaded {size} bytes, the platform lists {entry['size']}")
-        return path
-
+    cancel = threading.Event()
     try:
-        with ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="fusion-stac-get") as pool:
-            futures = [pool.submit(fetch, job) for job in todo]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        with _first_interrupt_cancels(cancel, ctx.note):
+            outcomes = _fetch.run(ctx.client, jobs, workers=args.jobs, cancel=cancel, on_bytes=on_bytes)
     finally:
         bar.close()
-    took = time.monotonic() - began
-    done = f"Downloaded {len(todo)} file(s), {human_size(total)}, to {dest} in {seconds(took)}"
-    ctx.echo(done + (f"; {skipped} already present" if skipped else "") + ".")
-    for _, target in plan if len(plan) <= 20 else []:
-        ctx.echo(f"  {target}")
+    return _report(ctx, outcomes, mapped, dest, time.monotonic() - began, interrupted=cancel.is_set())
+
+
+def _report(ctx: Context, outcomes: list[_fetch.Outcome], mapped: list[_fetch.Mapped], dest: Path, took: float,
+            *, interrupted: bool) -> int:
+    """What was done (stdout), every failure and what is left (stderr); the exit code."""
+    by_state: dict[str, list[_fetch.Outcome]] = {}
+    for outcome in outcomes:
+        by_state.setdefault(outcome.state, []).append(outcome)
+    fetched = by_state.get("downloaded", []) + by_state.get("replaced", [])
+    present = by_state.get("present", []) + by_state.get("present-size", [])
+    failed = by_state.get("failed", [])
+    unfinished = by_state.get("cancelled", []) + by_state.get("not-started", [])
+    size = sum(o.job.size or 0 for o in fetched)
+    of = f" of {len(outcomes)}" if failed or unfinished else ""
+    line = f"Downloaded {len(fetched)}{of} file(s), {human_size(size)}, to {dest} in {seconds(took)}"
+    if present:
+        line += f"; {len(present)} already present"
+        if by_state.get("present-size"):
+            line += (f" ({len(by_state['present-size'])} compared by size only: storage states no MD5 "
+                     "for them)")
+    if by_state.get("replaced"):
+        line += f"; {len(by_state['replaced'])} present but different from the platform's, downloaded again"
+    ctx.echo(line + ".")
+    for outcome in outcomes if len(outcomes) <= 20 else []:
+        if outcome.complete:
+            ctx.echo(f"  {outcome.job.target}")
+    for m in mapped:
+        ctx.echo(f"  {m.remote} saved as {m.local} because: {'; '.join(m.reasons)}")
+    for outcome in failed:
+        ctx.note(f"fusion-stac: error: {outcome.job.remote}: {outcome.reason}")
+    if unfinished:
+        ctx.note(f"fusion-stac: interrupted: {len(outcomes) - len(unfinished) - len(failed)} of {len(outcomes)} "
+                 f"file(s) complete, {len(unfinished)} unfinished"
+                 + (f", {len(failed)} failed" if failed else "") + ":")
+        for outcome in unfinished:
+            ctx.note(f"  {outcome.job.remote}: {_left(outcome)}")
+        ctx.note(f"Run the same command again to resume: {_again(ctx)}")
+        return 130
+    if interrupted:
+        ctx.note("fusion-stac: interrupted, but every file had already completed")
+    if failed:
+        raise CommandFailed(f"{len(failed)} of {len(outcomes)} file(s) failed (each named above); nothing "
+                            f"incomplete is left at a final path; run the same command again to retry: {_again(ctx)}")
     return 0
+
+
+def _left(outcome: _fetch.Outcome) -> str:
+    if outcome.state == "not-started" or outcome.partial is None:
+        return "not started"
+    size = outcome.job.size
+    return (f"{human_size(outcome.received)}" + (f" of {human_size(size)}" if size is not None else "")
+            + f" kept in {outcome.partial} (resumes)")
+
+
+def _again(ctx: Context) -> str:
+    args = ctx.args
+    words = ["fusion-stac", "download", args.url, args.dest]
+    if args.jobs != DEFAULT_JOBS:
+        words += ["--jobs", str(args.jobs)]
+    return shlex.join(words)

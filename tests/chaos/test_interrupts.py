@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -117,8 +118,8 @@ def test_client_download_killed_then_resumed(emu: Any, stored: dict[str, Any], s
     dest = tmp_path / "out" / "big.bin"
     code = f"""
         from fusion_stac.client import FusionClient, RetryPolicy
-        client = FusionClient.from_env(retry=RetryPolicy(attempts=50, backoff=0.01))
-        client.download_file({stored['org']!r}, {stored['data']!r}, {stored['file']!r}, {str(dest)!r}, attempts=50)
+        client = FusionClient.from_env(storage_retry=RetryPolicy(attempts=50, backoff=0.01))
+        client.download_file({stored['org']!r}, {stored['data']!r}, {stored['file']!r}, {str(dest)!r})
     """
     proc = _start(code, _env(emu, tmp_path))
     _kill_when(proc, lambda: bool(_partials(dest.parent)), sig)
@@ -153,6 +154,49 @@ def test_cli_download_killed_then_resumed(emu: Any, stored: dict[str, Any], slow
     (partial,) = _partials(dest)
     have = partial.stat().st_size
     assert 0 < have < stored["size"]
+
+    emu.configure(storage_faults=None, storage_latency=0.0)
+    before = _settled(emu)
+    done = subprocess.run([*cli, "download", url, str(dest) + "/"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (dest / "big.bin").read_bytes() == stored["bytes"]
+    assert _served(emu) - before == stored["size"] - have  # resumed from the partial file
+    assert [p.name for p in dest.iterdir()] == ["big.bin"]
+
+
+def test_cli_download_first_ctrl_c_stops_and_the_same_command_resumes(
+        emu: Any, stored: dict[str, Any], slow_truncating_storage: Any, tmp_path: Path) -> None:
+    """The first Ctrl-C once did nothing until every file in flight had finished (minutes on a slow
+    link), then exited 130 even when they had all completed. Now it stops the transfer at once,
+    keeps the partial file beside the target, says what is unfinished and how to resume, and exits
+    130; the same command again finishes the file, byte for byte, fetching only what was missing."""
+    dest = tmp_path / "out"
+    url = f"fusion://{stored['org']}/uploads/{stored['data']}/big.bin"
+    env = _env(emu, tmp_path)
+    cli = [sys.executable, "-c", "import sys; from fusion_stac.cli import main; sys.exit(main(sys.argv[1:]))"]
+    proc = subprocess.Popen([*cli, "download", url, str(dest) + "/"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (dest.exists() and _partials(dest)):
+        assert proc.poll() is None, f"the download ended before it could be interrupted: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no partial file appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not (dest / "big.bin").exists()
+    (partial,) = _partials(dest)
+    assert partial.parent == dest and partial.name.startswith("big.bin.")  # beside the target
+    have = partial.stat().st_size
+    assert 0 < have < stored["size"]  # stopped mid-way: the file had not completed
+    assert stored["bytes"].startswith(partial.read_bytes())
+    assert "Traceback" not in err
+    assert "interrupted: 0 of 1 file(s) complete, 1 unfinished" in err
+    assert f"{url}: " in err and f"kept in {partial} (resumes)" in err
+    again = shlex.join(["fusion-stac", "download", url, f"{dest}/"])
+    assert f"Run the same command again to resume: {again}" in err
+    assert "Downloaded 0 of 1 file(s)" in out
 
     emu.configure(storage_faults=None, storage_latency=0.0)
     before = _settled(emu)
@@ -218,8 +262,8 @@ def test_a_partial_of_another_file_is_never_resumed(emu: Any, stored: dict[str, 
     if how == "client":
         code = f"""
             from fusion_stac.client import FusionClient, RetryPolicy
-            client = FusionClient.from_env(retry=RetryPolicy(attempts=50, backoff=0.01))
-            client.download_file({stored['org']!r}, {stored['data']!r}, {stored['file']!r}, {str(dest)!r}, attempts=50)
+            client = FusionClient.from_env(storage_retry=RetryPolicy(attempts=50, backoff=0.01))
+            client.download_file({stored['org']!r}, {stored['data']!r}, {stored['file']!r}, {str(dest)!r})
         """
     else:
         code = f"""
