@@ -120,8 +120,8 @@ class _Resources(_Session):
                 return files
             waited = time.monotonic() - started
             if timeout is not None and waited + interval > timeout:
-                names = ", ".join(repr(f.file_name) for f in pending) or "no files registered"
-                raise WaitTimeout(f"analysis of data {label} not finished after {waited:.0f} s ({names})",
+                still = ", ".join(repr(f.file_name) for f in pending) or "no files registered"
+                raise WaitTimeout(f"analysis of data {label} not finished after {waited:.0f} s ({still})",
                                   waited=waited)
             self._sleep(interval)
 

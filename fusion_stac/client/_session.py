@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -135,7 +135,7 @@ class _Session:
     _sleep: Callable[[float], None]
     _auth_lock: threading.Lock
     _user: User | None
-    _on_login: Callable[[Self], None] | None
+    _on_login: Callable[[Any], None] | None  # called with the client after each login
     _http: APITransport
     _storage_retry: RetryPolicy
     _url_margin: float
@@ -160,7 +160,7 @@ class _Session:
     def _can_login(self) -> bool:
         return bool(self._password) and bool(self.email or self.user_id)
 
-    def _login_locked(self: Self) -> None:
+    def _login_locked(self) -> None:
         if not self._can_login():
             raise AuthenticationError(
                 "no credentials to log in with: give email (or user_id) and password, set "
@@ -363,7 +363,7 @@ class _Session:
                 raise APIError("the server repeated a paging cursor", path=path, method="GET")
             seen.add(cursor)
             params = {k: v for k, v in params.items() if not k.startswith("last[")}
-            params.update({f"last[{k}]": v for k, v in last.items()})
+            params.update({f"last[{k}]": v for k, v in (last or {}).items()})
 
     def _iter(self, cls: type[M], path: str, params: Mapping[str, Any], **extra: Any) -> Iterator[M]:
         for items, _ in self._pages(path, params):

@@ -77,8 +77,11 @@ class _Transfers(_Resources):
                         for path, ftype in zip(paths, types, strict=True)]
                 total = sum(p.stat().st_size for p in paths) or 1
                 report = _ProgressReporter(progress, total)
-                self.map(lambda pair, report=report: self._upload(pair[0], pair[1], report),
-                         list(zip(paths, urls, strict=True)))
+
+                def send(pair: tuple[Path, str], report: _ProgressReporter = report) -> None:
+                    self._upload(pair[0], pair[1], report)
+
+                self.map(send, list(zip(paths, urls, strict=True)))
             except _Unsettled as exc:
                 logger.info("data %s: %s; starting the upload over", data.id, exc)
                 self._discard_data(org_id, data.id)
@@ -160,7 +163,7 @@ class _Transfers(_Resources):
     # -- files and downloads -----------------------------------------------------------------------------
     def download_url(self, org_id: str, data_id: str, file_id: str, *, preview: bool = False) -> SignedURL:
         """A fresh pre-signed URL for a file (``file_id`` of the DataFile) or its PNG preview."""
-        file_id = file_id.file_id if isinstance(file_id, DataFile) else file_id  # type: ignore[union-attr]
+        file_id = (file_id.file_id or "") if isinstance(file_id, DataFile) else file_id
         path = f"/organisations/{org_id}/data/{data_id}/download_file/{file_id}"
         issued = datetime.now(timezone.utc)
         payload = self.request("GET", path, params={"preview": _bool_param(preview)})

@@ -157,7 +157,8 @@ class _Tree(_Transfers, _Processes):
             fs = tuple(files.get(data_id, ()))
             return OutputNode(
                 data=datas[data_id], files=fs,
-                urls={f.file_id: signed[(data_id, f.file_id)] for f in fs if (data_id, f.file_id) in signed},
+                urls={f.file_id: signed[(data_id, f.file_id)] for f in fs
+                      if f.file_id is not None and (data_id, f.file_id) in signed},
             )
 
         chain_services = process.chain_service_ids if process is not None else frozenset()

@@ -8,6 +8,7 @@ region's area, then executed. Execution itself (slicing, rendering, progress) is
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import math
@@ -616,7 +617,7 @@ class Processes:
             raise not_found("Process execution", execution_id)
         return doc
 
-    def list_executions(self, ctx: AuthContext, organisation_id: str, process_id: str) -> list[dict[str, Any]]:
+    def list_executions(self, ctx: AuthContext, organisation_id: str, process_id: str) -> builtins.list[dict[str, Any]]:
         ctx.require_org(organisation_id)
         self._process(organisation_id, process_id)
         return [wire(doc) for doc in self.store.docs("executions", process_id=process_id)]
@@ -684,7 +685,7 @@ class Processes:
 
     # -- components and logs --------------------------------------------------------------------
 
-    def list_components(self, ctx: AuthContext, organisation_id: str, execution_id: str) -> list[dict[str, Any]]:
+    def list_components(self, ctx: AuthContext, organisation_id: str, execution_id: str) -> builtins.list[dict[str, Any]]:
         ctx.require_org(organisation_id)
         self._execution(organisation_id, execution_id)
         return [wire(doc) for doc in self.store.docs("components", execution_id=execution_id)]
@@ -699,7 +700,7 @@ class Processes:
         ctx.require_org(organisation_id)
         return wire(self._component(organisation_id, component_id))
 
-    def list_logs(self, ctx: AuthContext, organisation_id: str, component_id: str) -> list[dict[str, Any]]:
+    def list_logs(self, ctx: AuthContext, organisation_id: str, component_id: str) -> builtins.list[dict[str, Any]]:
         ctx.require_org(organisation_id)
         self._component(organisation_id, component_id)
         return [wire(doc) for doc in self.store.docs("logs", component_id=component_id)]

@@ -68,7 +68,7 @@ def _analyse_raster(path: Path, kind: str, head: bytes) -> tuple[dict, shapely.G
         return _describe_raster(src, kind)
 
 
-def _footprint(crs: Any, bounds: Sequence[float], points_per_edge: int = 21) -> shapely.Polygon:
+def _footprint(crs: Any, bounds: Sequence[float], points_per_edge: int = 21) -> shapely.geometry.base.BaseGeometry:
     """Rectangle ``bounds`` in ``crs`` as a densified lon/lat polygon."""
     west, south, east, north = bounds
     t = np.linspace(0.0, 1.0, points_per_edge, endpoint=False)

@@ -166,7 +166,8 @@ class Emulator:
         self._socket = sock
         self._port = sock.getsockname()[1]
         self._server = uvicorn.Server(self.uvicorn_config(app))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # signals belong to the host program (uvicorn before 0.29 installed handlers from any thread)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign,unused-ignore]
         self._thread = threading.Thread(target=self._serve, name=f"fusion-emulator-{self._port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30

@@ -34,7 +34,7 @@ def _could_be_file(path: str) -> bool:
 def _opener_class() -> type:
     from rasterio.abc import MultiByteRangeResourceContainer
 
-    class FusionOpener(MultiByteRangeResourceContainer):  # type: ignore[misc, valid-type]
+    class FusionOpener(MultiByteRangeResourceContainer):
         """rasterio/GDAL view of a :class:`FusionFileSystem` (read-only)."""
 
         def __init__(self, fs: FusionFileSystem) -> None:

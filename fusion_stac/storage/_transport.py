@@ -242,7 +242,12 @@ class RangeReader:
         want = min(len(view), self.remaining)
         got = 0
         while got < want and self.pos < self.end:
-            n = self._pull(lambda body, left, target=view[got:want]: body.readinto(target[:left]), want - got)
+            target = view[got:want]
+
+            def fill(body: Any, left: int, target: memoryview = target) -> int:
+                return int(body.readinto(target[:left]))
+
+            n = self._pull(fill, want - got)
             got += n if isinstance(n, int) else len(n)
         return got
 
@@ -555,8 +560,8 @@ class Transport:
         futures = [self.pool.submit(one, b) for b in blocks]
         results = []
         for future in futures:
-            exc = future.exception()
-            results.append(exc if exc is not None else future.result())
+            failure = future.exception()
+            results.append(failure if failure is not None else future.result())
         if raise_first:
             for item in results:
                 if isinstance(item, BaseException):
