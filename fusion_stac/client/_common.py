@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 
 from fusion_stac.errors import ValidationError
 from fusion_stac.models import Model
+from fusion_stac.storage import partial_path as storage_partial_path
 
 logger = logging.getLogger("fusion_stac")
 
@@ -69,14 +69,10 @@ def safe_file_name(name: str | None, fallback: str | None = None) -> str:
 
 
 def partial_path(target: Path, file_id: str, *, preview: bool = False) -> Path:
-    """Where a download of ``file_id`` to ``target`` keeps its bytes until complete.
-
-    The name carries a tag of the file id: an interrupted download resumes only into the file it
-    was of (a pipeline that downloads each day's new file to the same path must not resume
-    yesterday's bytes into today's file: the size would match, the content would not).
-    """
-    tag = hashlib.sha256(f"{file_id}{'#preview' if preview else ''}".encode()).hexdigest()[:10]
-    return target.with_name(f"{target.name}.{tag}.part")
+    """Where a download of ``file_id`` (or of its preview) to ``target`` keeps its bytes until complete:
+    :func:`fusion_stac.storage.partial_path`, whose name carries a tag of the file id, so an interrupted
+    download resumes only into the file it was of."""
+    return storage_partial_path(target, file_id + ("#preview" if preview else ""))
 
 
 def is_uuid(value: Any) -> bool:
