@@ -105,19 +105,13 @@ class _Connection:
     def _build_client(self) -> FusionClient:
         from fusion_stac.client import FusionClient
 
-        # Settings as the client reads them (options, then environment, then netrc).
-        with FusionClient.from_env(self.api_url, email=self.email, user_id=self.user_id) as probe:
-            api_url, email, user_id = probe.api_url, probe.email, probe.user_id
-        token = self._token
-        if token is None and self.token_cache:
-            cached = _credentials.load_token(api_url, email=email, user_id=user_id)
-            if cached is not None:
-                token = cached.access_token
-                user_id = user_id or cached.user_id
-                self._cached_token_used = token
-                log.debug("using a cached session for %s", email or user_id)
-        client = FusionClient.from_env(api_url, email=email, user_id=user_id, password=self._password,
-                                       token=token, on_login=lambda c: self.remember_token())
+        # The one lookup the CLI and the Python API use: options, environment, netrc, kept session.
+        creds = _credentials.resolve_credentials(self.api_url, email=self.email, user_id=self.user_id,
+                                                 password=self._password, token=self._token,
+                                                 kept_sessions=self.token_cache)
+        if creds.source == "kept session":
+            self._cached_token_used = creds.token
+        client = FusionClient.from_credentials(creds, on_login=lambda c: self.remember_token())
         self.api_url, self.email, self.user_id = client.api_url, client.email, client.user_id
         return client
 
