@@ -60,11 +60,13 @@ age them out).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractFileSystem
 
+from fusion_stac._credentials import ENV_API_URL, ENV_EMAIL, ENV_TOKEN_FILE, ENV_USER_ID
 from fusion_stac.fs._conn import _Connection
 from fusion_stac.fs._file import DEFAULT_BLOCK
 from fusion_stac.fs._transfers import _Transfers
@@ -148,8 +150,12 @@ class FusionFileSystem(_Transfers, metaclass=_FusionMeta):
         listings = {k: storage_options[k] for k in ("use_listings_cache", "listings_expiry_time", "max_paths")
                     if k in storage_options}
         secret = hashlib.sha256(f"{password}\0{token}".encode()).hexdigest() if (password or token) else None
+        # Settings the credential lookup reads from the environment belong to the key too: an instance
+        # made after they change (another API URL, account or token cache) gets its own login.
+        env = tuple(os.environ.get(name) for name in (ENV_API_URL, ENV_EMAIL, ENV_USER_ID, ENV_TOKEN_FILE))
         key = (api_url, (email or "").lower() or None, user_id, secret, id(client) if client else None,
-               token_cache, token_lifetime, max_workers, url_margin, policy, tuple(sorted(listings.items())))
+               token_cache, token_lifetime, max_workers, url_margin, policy, tuple(sorted(listings.items())),
+               None if client else env)
         self._conn = _Connection.get(
             key, api_url=api_url, email=email, user_id=user_id, password=password, token=token, client=client,
             token_cache=token_cache, token_lifetime=float(token_lifetime), max_workers=max_workers,
