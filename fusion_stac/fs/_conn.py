@@ -1,5 +1,5 @@
 """What all ``fusion://`` file-system instances with the same settings share in one process: the
-client (built lazily, with the session-token cache), URL broker, transport, counters and caches."""
+client (built lazily, with the session-token cache), URL broker, transport and counters."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from fsspec.dircache import DirCache
 
 from fusion_stac import _credentials
 from fusion_stac.fs._errors import translated
@@ -26,8 +24,8 @@ class _Connection:
     """What all file-system instances with the same settings share in one process.
 
     fsspec caches instances per thread, so dask's threads would otherwise each log in, sign their own
-    URLs and list the same directories. Holds the (lazily built) client, broker, transport, counters
-    and the listing/resolution caches. Secrets live here in memory only.
+    URLs. Holds the (lazily built) client, broker, transport and counters; listings are not shared
+    (each file system instance has its own, see :mod:`._cache`). Secrets live here in memory only.
     """
 
     _registry: ClassVar[dict[tuple[Any, ...], _Connection]] = {}
@@ -47,7 +45,6 @@ class _Connection:
         max_workers: int,
         url_margin: float,
         retry: RetryPolicy,
-        listings: dict[str, Any],
     ) -> None:
         self.api_url = api_url
         self.email = email
@@ -65,8 +62,6 @@ class _Connection:
         self._retry = retry
         self._max_workers = max_workers
         self._transport: Transport | None = None
-        self.dircache = DirCache(**listings)
-        self.nodes = DirCache(**listings)
 
     @classmethod
     def get(cls, key: tuple[Any, ...], **kwargs: Any) -> _Connection:
