@@ -5,12 +5,14 @@
     import fsspec
     fs = fsspec.filesystem("fusion")                       # credentials from the environment
     fs.ls("My Org/uploads")
-    with fsspec.open("fusion://My Org/processes/NDVI/latest/ndvi/ndvi/ndvi.tif") as f: ...
+    with fsspec.open("fusion://My Org/processes/NDVI/latest/execution/ndvi/ndvi/ndvi.tif") as f: ...
     xr.open_dataset("fusion://{org}/data/{data_id}/{file_id}", engine="rasterio")
 
 **Paths** follow :mod:`fusion_stac._urls`: ``{organisation}/uploads/{data}/{file}``,
-``{organisation}/processes/{process}/{execution|latest}/{component}/{output}/{file}`` and the short
-stable form ``{organisation}/data/{data_id}/{file_id}``. Every level accepts an id (always works) or
+``{organisation}/processes/{process}/{execution}/{component}/{output}/{file}``, the whole latest run
+``{organisation}/processes/{process}/latest`` (kind ``run``: every slice and aggregator of a sliced run)
+with ``latest/{execution id|slice-N|aggregator-N|execution}/{component}/{output}/{file}`` below it, and
+the short stable form ``{organisation}/data/{data_id}/{file_id}``. Every level accepts an id (always works) or
 a name; a name shared by several items raises :class:`~fusion_stac.fs._errors.AmbiguousPathError`
 listing the candidates.
 
@@ -38,8 +40,9 @@ read-only: writes, deletes and moves raise ``PermissionError``.
 **Configuration**: storage options ``api_url``, ``email``, ``user_id``, ``password`` (or ``client=`` a
 :class:`~fusion_stac.client.FusionClient` for in-process use), else the client's environment variables
 ``FUSION_PLATFORM_API_URL``, ``FUSION_PLATFORM_EMAIL``, ``FUSION_PLATFORM_USER_ID``,
-``FUSION_PLATFORM_PASSWORD`` and ``~/.netrc``. **Pickles carry no secret** (no password, token or URL):
-a worker rebuilds its login from the token cache of :mod:`fusion_stac._credentials` or its own
+``FUSION_PLATFORM_PASSWORD``, ``~/.netrc`` and the session kept by ``fusion-stac login``, in that order
+(:func:`fusion_stac._credentials.resolve_credentials`, the CLI's lookup). **Pickles carry no secret** (no
+password, token or URL): a worker rebuilds its login from the token cache of :mod:`fusion_stac._credentials` or its own
 environment. All instances with the same settings in a process share one login, one URL broker
 and one set of counters; each instance has its own listing cache.
 

@@ -73,6 +73,11 @@ def test_a_new_instance_lists_afresh(world: World, own_process: tuple[Any, str, 
     assert second.stats["api_requests"] > 0
     assert len(second.ls(base, detail=False)) > len(runs_before) and len(after) > len(before)
     latest = second.info(f"{base}/latest")
+    # an unsliced run: `latest` is its one execution, also named `latest/execution`
+    assert latest["group_id"] is None and len(latest["execution_ids"]) == 1
+    assert second.info(f"{base}/latest/execution")["id"] == latest["execution_ids"][0]
+    with pytest.raises(FileNotFoundError, match="slice-N"):
+        second.info(f"{base}/latest/not-a-member")
     assert not set(latest["execution_ids"]) & {p.split("/")[3] for p in before}  # the new run, not the old
 
 
