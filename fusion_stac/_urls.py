@@ -7,11 +7,21 @@ name is an error raised by whoever resolves it, naming the candidates)::
     fusion://{organisation}                                       sections: uploads, processes, data
     fusion://{organisation}/uploads/{data}/{file}                 uploaded data and its files
     fusion://{organisation}/processes/{process}/{execution}/{component}/{output}/{file}
+    fusion://{organisation}/processes/{process}/latest                          the latest run, whole
+    fusion://{organisation}/processes/{process}/latest/{member}/{component}/{output}/{file}
     fusion://{organisation}/data/{data_id}/{file_id}              short stable form (any data item, by ids)
 
-``{execution}`` is an execution id or ``latest`` (the most recent execution). The short form is what
-caches and STAC assets key on: it names a file by ids only, which never change, and resolving it
-costs one API request.
+``{execution}`` is an execution id. **``latest`` is the whole latest run** of a process, everywhere
+(``ls``, ``info``, ``find``, downloads, ``catalog export``, the STAC view): the latest execution when
+the run was not sliced; for a large region processed in slices (a *group*), every slice *and* the
+aggregator(s). One execution of it is ``latest/{member}``: its execution id, or its name in the run,
+``slice-{i}`` (the i-th slice, 1-based) or ``aggregator-{i}`` (numbered after the slices, as the platform
+numbers them; plain ``aggregator`` when there is one); an unsliced run's one execution is named by its
+id (or ``execution``). So a file of an unsliced run is ``latest/{execution id}/{component}/{output}/{file}``
+(or ``latest/execution/...``), and a slice's is ``latest/slice-2/{component}/{output}/{file}``.
+``latest`` changes when a new run starts: for a reference that never changes use ids (the
+``{execution}`` form, or the short form below). The short form is what caches and STAC assets key on:
+it names a file by ids only, which never change, and resolving it costs one API request.
 
 Segments are percent-decoded on parse; on format, ``/`` and ``%`` (and control characters) are
 percent-encoded so that any name round-trips. Paths are accepted with or without the protocol, the
@@ -34,19 +44,44 @@ SECTIONS: tuple[str, ...] = ("uploads", "processes", "data")
 LATEST = "latest"
 
 Kind = Literal[
-    "root", "organisation", "section", "data", "process", "execution", "component", "output", "file"
+    "root", "organisation", "section", "data", "process", "run", "execution", "component", "output", "file"
 ]
+#: The name of an unsliced run's one execution under ``latest``.
+SINGLE_MEMBER = "execution"
+_MEMBER_RE = re.compile(r"^(slice|aggregator)(?:-([1-9][0-9]*))?$")
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # Characters kept verbatim when formatting a segment: everything printable except '/', '%', '?', '#'.
 _SAFE = " !$&'()*+,;=:@[]~^{}|`\"<>"
 
-# Levels below each section, in order.
+# Levels below each section, in order ("run" only when the segment after the process is ``latest``).
 _LEVELS: dict[str, tuple[Kind, ...]] = {
     "uploads": ("data", "file"),
     "data": ("data", "file"),
     "processes": ("process", "execution", "component", "output", "file"),
 }
+_RUN_LEVELS: tuple[Kind, ...] = ("process", "run", "execution", "component", "output", "file")
+
+
+def _levels(section: str, run: str | None) -> tuple[Kind, ...]:
+    return _RUN_LEVELS if section == "processes" and run is not None else _LEVELS[section]
+
+
+def member_name(group_index: int | None, group_count: int | None) -> str | None:
+    """The name of an execution within its run: ``slice-3``, ``aggregator-5``; ``None`` if not grouped."""
+    if group_index is None or group_count is None:
+        return None
+    return f"{'aggregator' if group_index > group_count else 'slice'}-{group_index}"
+
+
+def parse_member(segment: str) -> tuple[str, int | None] | None:
+    """``slice-3`` -> ``("slice", 3)``, ``aggregator`` -> ``("aggregator", None)``; ``None`` if no name."""
+    found = _MEMBER_RE.match(segment)
+    if found is None:
+        return None
+    if found.group(1) == "slice" and found.group(2) is None:
+        return None
+    return found.group(1), int(found.group(2)) if found.group(2) else None
 
 
 class FusionURLError(ValueError):
@@ -85,6 +120,7 @@ class FusionPath:
     section: str | None = None
     data: str | None = None
     process: str | None = None
+    run: str | None = None  # ``latest`` (the whole latest run), or None
     execution: str | None = None
     component: str | None = None
     output: str | None = None
@@ -97,7 +133,7 @@ class FusionPath:
             return "root"
         if self.section is None:
             return "organisation"
-        for level in reversed(_LEVELS[self.section]):
+        for level in reversed(_levels(self.section, self.run)):
             if getattr(self, level) is not None:
                 return level
         return "section"
@@ -111,7 +147,7 @@ class FusionPath:
         if self.section is None:
             return tuple(out)
         out.append(self.section)
-        for level in _LEVELS[self.section]:
+        for level in _levels(self.section, self.run):
             value = getattr(self, level)
             if value is None:
                 break
@@ -152,7 +188,9 @@ class FusionPath:
                 raise FusionURLError(f"{self.url}/{name}: unknown section {name!r}; expected one of {', '.join(SECTIONS)}")
             return replace(self, section=name)
         assert self.section is not None
-        levels = _LEVELS[self.section]
+        if kind == "process" and name == LATEST:
+            return replace(self, run=LATEST)
+        levels = _levels(self.section, self.run)
         index = 0 if kind == "section" else levels.index(kind) + 1
         if index >= len(levels):
             raise FusionURLError(f"{self.url!r} is a file; it has no children")
@@ -185,8 +223,8 @@ def parse(url: str) -> FusionPath:
     section = segs[1]
     if section not in _LEVELS:
         raise FusionURLError(f"{url!r}: unknown section {section!r}; expected one of {', '.join(SECTIONS)}")
-    levels = _LEVELS[section]
     rest = segs[2:]
+    levels = _levels(section, LATEST if section == "processes" and len(rest) > 1 and rest[1] == LATEST else None)
     if len(rest) > len(levels):
         raise FusionURLError(
             f"{url!r}: too many segments under {section}/ (at most {len(levels)}: {'/'.join(levels)})"
@@ -222,7 +260,14 @@ def process_url(
     output: str | None = None,
     file: str | None = None,
 ) -> str:
-    """URL of a process-tree node; pass the levels down to the one wanted, leave the rest ``None``."""
+    """URL of a process-tree node; pass the levels down to the one wanted, leave the rest ``None``.
+
+    ``execution=LATEST`` names the whole latest run; below it use :func:`run_url`.
+    """
+    if execution == LATEST:
+        if component is not None:
+            raise FusionURLError("process_url: below 'latest' name the execution first: use run_url(...)")
+        return run_url(organisation, process or "")
     values = {"process": process, "execution": execution, "component": component, "output": output, "file": file}
     seen_none = False
     for level, value in values.items():
@@ -233,20 +278,47 @@ def process_url(
     return FusionPath(organisation=organisation, section="processes", **values).url
 
 
+def run_url(
+    organisation: str,
+    process: str,
+    member: str | None = None,
+    component: str | None = None,
+    output: str | None = None,
+    file: str | None = None,
+) -> str:
+    """URL of the latest run of a process, or of a node below one of its executions (``member``:
+    execution id, ``slice-{i}``, ``aggregator-{i}``)."""
+    if not process:
+        raise FusionURLError("run_url: the process is required")
+    values = {"execution": member, "component": component, "output": output, "file": file}
+    seen_none = False
+    for level, value in values.items():
+        if value is None:
+            seen_none = True
+        elif seen_none:
+            raise FusionURLError(f"run_url: {level!r} given without the levels above it")
+    return FusionPath(organisation=organisation, section="processes", process=process, run=LATEST,
+                      **values).url
+
+
 __all__ = [
     "LATEST",
     "PREFIX",
     "PROTOCOL",
     "SECTIONS",
+    "SINGLE_MEMBER",
     "FusionPath",
     "FusionURLError",
     "data_url",
     "file_url",
     "is_uuid",
+    "member_name",
     "normalise_uuid",
     "parse",
+    "parse_member",
     "process_url",
     "quote_segment",
+    "run_url",
     "upload_url",
 ]
 

@@ -1,9 +1,10 @@
 """What every command shares: the account (client and ``fusion://`` file system), progress bars, output.
 
-Credentials, in order: ``--email`` / ``$FUSION_PLATFORM_EMAIL`` (or ``..._USER_ID``) with
-``$FUSION_PLATFORM_PASSWORD`` or a netrc entry; and the session token that ``fusion-stac login`` left in
-the token cache (:mod:`fusion_stac._credentials`). With neither e-mail nor user id configured, the
-one account logged in at that API URL is used. The password is never stored.
+Credentials are found by :func:`fusion_stac._credentials.resolve_credentials`, the lookup the Python
+API, ``fusion://`` and dask workers use too: ``--email``, then ``$FUSION_PLATFORM_EMAIL`` (or
+``..._USER_ID``) with ``$FUSION_PLATFORM_PASSWORD``, then a netrc entry, then the session token that
+``fusion-stac login`` kept (with no identity configured, the one account logged in at that API URL).
+``-v`` logs which one was used. The password is never stored.
 """
 
 from __future__ import annotations
@@ -78,29 +79,15 @@ class Context:
         from fusion_stac import _credentials
         from fusion_stac.client import FusionClient
 
-        email = getattr(self.args, "email", None)
-        probe = FusionClient.from_env(self.api_url, email=email)
-        email, user_id = probe.email, probe.user_id
-        token: str | None = None
-        if email or user_id:
-            cached = _credentials.load_token(self.api_url, email=email, user_id=user_id)
-        else:
-            sessions = _credentials.cached_tokens(self.api_url)
-            if len(sessions) > 1:
-                who = ", ".join(s.email or s.user_id for s in sessions)
-                raise UsageError(f"several accounts are logged in at {self.api_url} ({who}): choose one with --email")
-            cached = sessions[0] if sessions else None
-            if cached is not None:
-                email, user_id = cached.email, cached.user_id
-        if cached is not None:
-            token, user_id = cached.access_token, user_id or cached.user_id
-            self.cached_token_used = True
-        client = FusionClient.from_env(self.api_url, email=email, user_id=user_id, token=token, on_login=save_session)
+        # The one lookup every entry point uses: --email, environment, netrc, the kept session.
+        creds = _credentials.resolve_credentials(self.api_url, email=getattr(self.args, "email", None))
+        if creds.problem == "several":
+            raise UsageError(creds.message or "several accounts are logged in: choose one with --email")
+        if not creds.usable:
+            raise CommandFailed(creds.message or f"not logged in to {self.api_url}: run `fusion-stac login`")
+        self.cached_token_used = creds.source == "kept session"
+        client = FusionClient.from_credentials(creds, on_login=save_session)
         self._closers.append(client.close)
-        if token is None and not client._can_login():
-            who = f" as {email or user_id}" if email or user_id else ""
-            raise CommandFailed(f"not logged in to {self.api_url}{who}: run `fusion-stac login`, or set "
-                                "FUSION_PLATFORM_EMAIL and FUSION_PLATFORM_PASSWORD (or a netrc entry)")
         return client
 
     @cached_property

@@ -68,6 +68,13 @@ def describe(info: dict[str, Any]) -> str:
         parts.append(execution_state(info))
         if info.get("started_at"):
             parts.append(f"started {str(info['started_at'])[:19].replace('T', ' ')}")
+    elif kind == "run":  # `latest`: the whole latest run
+        if info.get("group_id"):
+            parts.append(f"latest run: group of {info.get('slices')} slice(s) + {info.get('aggregators')} "
+                         f"aggregator(s), {info.get('group_id')}")
+        else:
+            parts.append("latest run: one execution")
+        parts.append(execution_state(info))
     elif kind == "component":
         parts.append("component")
         success = info.get("success")
@@ -203,7 +210,7 @@ def info(ctx: Context) -> int:
     entry = ctx.fs.info(args.url)
     if entry.get("kind") == "process":
         entry.update(_process_details(ctx, entry))
-    if entry.get("kind") == "execution":
+    if entry.get("kind") in ("execution", "run"):
         entry["state"] = execution_state(entry)
     entry["url"] = fusion_url(entry.get("name") or "")
     if args.json:

@@ -11,23 +11,19 @@ from decimal import Decimal
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, TypeVar
 
+# The account settings are read in one place: fusion_stac._credentials.resolve_credentials.
+from fusion_stac._credentials import DEFAULT_API_URL, ENV_API_URL, ENV_EMAIL, ENV_PASSWORD, ENV_USER_ID  # noqa: F401
 from fusion_stac.errors import ValidationError
 from fusion_stac.models import Model
 from fusion_stac.storage import partial_path as storage_partial_path
 
 logger = logging.getLogger("fusion_stac")
 
-DEFAULT_API_URL = "https://api.thefusionplatform.com"
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 DEFAULT_MAX_WORKERS = 16
 DEFAULT_PAGE_SIZE = 100
 #: Page size of name lookups: one request sees enough candidates to prefer an exact match.
 LOOKUP_LIMIT = 24
-
-ENV_API_URL = "FUSION_PLATFORM_API_URL"
-ENV_EMAIL = "FUSION_PLATFORM_EMAIL"
-ENV_USER_ID = "FUSION_PLATFORM_USER_ID"
-ENV_PASSWORD = "FUSION_PLATFORM_PASSWORD"
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _REQUEST_ID_HEADERS = ("X-Request-Id", "X-Amzn-RequestId", "X-Amz-Request-Id", "X-Correlation-Id")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -12,20 +11,15 @@ from urllib.parse import urlsplit
 
 import requests
 
+from fusion_stac._credentials import LOGIN_HINT, Credentials, resolve_credentials
 from fusion_stac.client._common import (
     DEFAULT_API_URL,
     DEFAULT_MAX_WORKERS,
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT,
-    ENV_API_URL,
-    ENV_EMAIL,
-    ENV_PASSWORD,
-    ENV_USER_ID,
-    is_uuid,
 )
-from fusion_stac.client._session import _netrc_credentials
 from fusion_stac.client._tree import _Tree
-from fusion_stac.errors import ValidationError
+from fusion_stac.errors import APIError, AuthenticationError, ValidationError
 from fusion_stac.models import User
 from fusion_stac.storage import API_RETRY, STORAGE_RETRY, APITransport, RetryPolicy
 
@@ -83,6 +77,7 @@ class FusionClient(_Tree):
         self._auth_lock = threading.Lock()
         self._user: User | None = None
         self._on_login = on_login
+        self._credentials: Credentials | None = None  # how from_env/from_credentials found the account
         from fusion_stac import __version__
 
         self._http = APITransport(
@@ -94,38 +89,30 @@ class FusionClient(_Tree):
     # -- construction helpers -----------------------------------------------------------------------
     @classmethod
     def from_env(cls, api_url: str | None = None, **kwargs: Any) -> FusionClient:
-        """A client configured from the environment.
+        """A client whose account is found as the command line finds it (no I/O).
 
-        ``FUSION_PLATFORM_API_URL``, ``FUSION_PLATFORM_EMAIL``, ``FUSION_PLATFORM_USER_ID`` and
-        ``FUSION_PLATFORM_PASSWORD``; a ``~/.netrc`` (or ``$NETRC``) entry for the API host supplies
-        a missing login and password. Keyword arguments override the environment.
+        In order: keyword arguments (``email``, ``user_id``, ``password``, ``token``), the environment
+        (``FUSION_PLATFORM_API_URL``, ``..._EMAIL``, ``..._USER_ID``, ``..._PASSWORD``), a ``~/.netrc``
+        (or ``$NETRC``) entry for the API host, and the session kept by ``fusion-stac login``; see
+        :func:`fusion_stac._credentials.resolve_credentials`. ``kept_sessions=False`` ignores the
+        kept session. With nothing usable, the first request raises an
+        :class:`~fusion_stac.errors.AuthenticationError` saying what is missing (or that the kept
+        session expired).
         """
-        api_url = api_url or os.environ.get(ENV_API_URL) or DEFAULT_API_URL
-        env_email = os.environ.get(ENV_EMAIL) or None
-        env_user_id = os.environ.get(ENV_USER_ID) or None
-        email = kwargs.pop("email", None) or env_email
-        user_id = kwargs.pop("user_id", None) or env_user_id
-        password = kwargs.pop("password", None)
-        env_password = os.environ.get(ENV_PASSWORD) or None
-        # The environment's password belongs to the environment's identity: never pair it with another.
-        if password is None and env_password and (
-            (env_email is None and env_user_id is None)
-            or (email is not None and email == env_email)
-            or (user_id is not None and user_id == env_user_id)
-        ):
-            password = env_password
-        if password is None:
-            found = _netrc_credentials(api_url)
-            if found is not None:
-                netrc_login, netrc_password = found
-                if email is None and user_id is None:
-                    if is_uuid(netrc_login):
-                        user_id = netrc_login
-                    else:
-                        email = netrc_login
-                if netrc_login in {email, user_id}:
-                    password = netrc_password
-        return cls(api_url, email=email, user_id=user_id, password=password, **kwargs)
+        kept = bool(kwargs.pop("kept_sessions", True))
+        creds = resolve_credentials(
+            api_url, email=kwargs.pop("email", None), user_id=kwargs.pop("user_id", None),
+            password=kwargs.pop("password", None), token=kwargs.pop("token", None), kept_sessions=kept,
+        )
+        return cls.from_credentials(creds, **kwargs)
+
+    @classmethod
+    def from_credentials(cls, creds: Credentials, **kwargs: Any) -> FusionClient:
+        """A client for credentials found by :func:`~fusion_stac._credentials.resolve_credentials`."""
+        client = cls(creds.api_url, email=creds.email, user_id=creds.user_id, password=creds.password,
+                     token=creds.token, **kwargs)
+        client._credentials = creds
+        return client
 
     def __repr__(self) -> str:
         who = self.email or self.user_id or "anonymous"
@@ -174,10 +161,36 @@ class FusionClient(_Tree):
         self.__dict__.update(rebuilt.__dict__)
 
     def login(self) -> FusionClient:
-        """Log in now (``POST /users/login``); raises :class:`AuthenticationError` if refused."""
+        """Log in now (``POST /users/login``); raises :class:`AuthenticationError` if refused.
+
+        A client holding only a session token (a kept ``fusion-stac login`` session) checks it with one
+        request instead, since there is no password to log in with.
+        """
+        if self._token is not None and self.user_id and not self._can_login():
+            self.refresh_user()
+            return self
         with self._auth_lock:
             self._login_locked()
         return self
+
+    # -- messages that name where the credentials came from ----------------------------------------
+    def _login_locked(self) -> None:
+        creds = self._credentials
+        if not self._can_login() and creds is not None and creds.message:
+            raise AuthenticationError(creds.message, status=None, path="/users/login")
+        super()._login_locked()
+
+    def _error_from(self, response: requests.Response, method: str, path: str) -> APIError:
+        error = super()._error_from(response, method, path)
+        creds = self._credentials
+        if (response.status_code == 401 and creds is not None and creds.source == "kept session"
+                and self._token == creds.token and not self._can_login()):
+            return AuthenticationError(
+                f"{creds.who} at {self.api_url}: the kept session was refused (expired or revoked): "
+                f"session expired, log in again ({LOGIN_HINT})",
+                status=401, path=path, method=method, request_id=error.request_id,
+            )
+        return error
 
 
 def login(
@@ -188,7 +201,12 @@ def login(
     user_id: str | None = None,
     **kwargs: Any,
 ) -> FusionClient:
-    """A logged-in :class:`FusionClient`; missing settings come from the environment or netrc."""
+    """A logged-in :class:`FusionClient`.
+
+    Missing settings are found as the command line finds them: the environment, netrc, then the
+    session kept by ``fusion-stac login`` (a kept session is checked with one request; an expired one
+    raises "session expired, log in again"). Which one was used is logged at INFO.
+    """
     overrides = {k: v for k, v in {"email": email, "password": password, "user_id": user_id}.items() if v}
     client = FusionClient.from_env(api_url, **overrides, **kwargs)
     return client.login()

@@ -1,5 +1,5 @@
 """What all ``fusion://`` file-system instances with the same settings share in one process: the
-client (built lazily, with the session-token cache), URL broker, transport, counters and caches."""
+client (built lazily, with the session-token cache), URL broker, transport and counters."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from fsspec.dircache import DirCache
 
 from fusion_stac import _credentials
 from fusion_stac.fs._errors import translated
@@ -26,8 +24,8 @@ class _Connection:
     """What all file-system instances with the same settings share in one process.
 
     fsspec caches instances per thread, so dask's threads would otherwise each log in, sign their own
-    URLs and list the same directories. Holds the (lazily built) client, broker, transport, counters
-    and the listing/resolution caches. Secrets live here in memory only.
+    URLs. Holds the (lazily built) client, broker, transport and counters; listings are not shared
+    (each file system instance has its own, see :mod:`._cache`). Secrets live here in memory only.
     """
 
     _registry: ClassVar[dict[tuple[Any, ...], _Connection]] = {}
@@ -47,7 +45,6 @@ class _Connection:
         max_workers: int,
         url_margin: float,
         retry: RetryPolicy,
-        listings: dict[str, Any],
     ) -> None:
         self.api_url = api_url
         self.email = email
@@ -65,8 +62,6 @@ class _Connection:
         self._retry = retry
         self._max_workers = max_workers
         self._transport: Transport | None = None
-        self.dircache = DirCache(**listings)
-        self.nodes = DirCache(**listings)
 
     @classmethod
     def get(cls, key: tuple[Any, ...], **kwargs: Any) -> _Connection:
@@ -105,19 +100,13 @@ class _Connection:
     def _build_client(self) -> FusionClient:
         from fusion_stac.client import FusionClient
 
-        # Settings as the client reads them (options, then environment, then netrc).
-        with FusionClient.from_env(self.api_url, email=self.email, user_id=self.user_id) as probe:
-            api_url, email, user_id = probe.api_url, probe.email, probe.user_id
-        token = self._token
-        if token is None and self.token_cache:
-            cached = _credentials.load_token(api_url, email=email, user_id=user_id)
-            if cached is not None:
-                token = cached.access_token
-                user_id = user_id or cached.user_id
-                self._cached_token_used = token
-                log.debug("using a cached session for %s", email or user_id)
-        client = FusionClient.from_env(api_url, email=email, user_id=user_id, password=self._password,
-                                       token=token, on_login=lambda c: self.remember_token())
+        # The one lookup the CLI and the Python API use: options, environment, netrc, kept session.
+        creds = _credentials.resolve_credentials(self.api_url, email=self.email, user_id=self.user_id,
+                                                 password=self._password, token=self._token,
+                                                 kept_sessions=self.token_cache)
+        if creds.source == "kept session":
+            self._cached_token_used = creds.token
+        client = FusionClient.from_credentials(creds, on_login=lambda c: self.remember_token())
         self.api_url, self.email, self.user_id = client.api_url, client.email, client.user_id
         return client
 

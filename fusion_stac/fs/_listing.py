@@ -15,16 +15,20 @@ from fsspec.utils import stringify_path
 from fusion_stac._urls import (
     LATEST,
     PREFIX,
+    SINGLE_MEMBER,
     FusionPath,
     data_url,
     file_url,
     is_uuid,
+    member_name,
     normalise_uuid,
     parse,
+    parse_member,
     process_url,
     quote_segment,
 )
 from fusion_stac.errors import AuthenticationError
+from fusion_stac.fs._cache import ListingCache
 from fusion_stac.fs._conn import _Connection
 from fusion_stac.fs._errors import AmbiguousPathError, translated
 from fusion_stac.storage import FileKey
@@ -69,6 +73,8 @@ class _Listing(AbstractFileSystem):
     """
 
     _conn: _Connection
+    _nodes: ListingCache
+    dircache: ListingCache
     upload_timeout: float
     _collect: threading.local
 
@@ -147,6 +153,36 @@ class _Listing(AbstractFileSystem):
             created=_iso(e.created_at), updated=_iso(e.updated_at),
         )
 
+    def _run_entry(self, path: str, org_id: str, process_id: str, members: Sequence[Any]) -> dict[str, Any]:
+        """The whole latest run: one execution, or a group's slices and aggregators."""
+        first = members[0]
+        group_id = first.group_id
+        done = [e for e in members if e.success is not None]
+        success = None if len(done) < len(members) else all(e.success for e in members)
+        slices = [e for e in members if not e.is_aggregator]
+        return self._entry(
+            path, "run", id=group_id or first.id, item_name=LATEST, organisation_id=org_id, process_id=process_id,
+            group_id=group_id, execution_ids=[e.id for e in members], slices=len(slices) if group_id else None,
+            aggregators=len(members) - len(slices) if group_id else None, success=success,
+            progress=min((e.progress or 0) for e in members),
+            started_at=_iso(min((e.started_at for e in members if e.started_at), default=None)),
+            fusion_url=process_url(org_id, process_id, LATEST if group_id else first.id),
+        )
+
+    def _run_members(self, path: str, org_id: str, process_id: str, node: dict[str, Any] | None = None) -> list[Any]:
+        """Executions of the latest run (of the run ``node`` if given), slices then aggregators."""
+        client = self._lazy_client(path)
+        if node is not None and node.get("group_id") is None and node.get("execution_ids"):
+            return [self._call(path, client.get_execution, org_id, node["execution_ids"][0])]
+        group_id = node.get("group_id") if node is not None else None
+        if group_id is None:
+            latest = self._call(path, client.latest_execution, org_id, process_id)
+            if latest.group_id is None:
+                return [latest]
+            group_id = latest.group_id
+        slices, aggregators = self._call(path, client.group_executions, org_id, process_id, group_id)
+        return [*slices, *aggregators]
+
     def _component_entry(self, path: str, org_id: str, process_id: str, execution_id: str,
                          c: Any) -> dict[str, Any]:
         return self._entry(
@@ -176,9 +212,11 @@ class _Listing(AbstractFileSystem):
 
     def _fill_listing(self, path: str, node: dict[str, Any]) -> list[dict[str, Any]]:
         listing = self._list_children(path, node)
+        if _finished_run(path, node):
+            self.dircache.mark_final(path)
         self.dircache[path] = listing
         for child in listing:
-            self._conn.nodes[child["name"]] = child
+            self._nodes[child["name"]] = child
         return listing
 
     def _list_children(self, path: str, node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,6 +253,12 @@ class _Listing(AbstractFileSystem):
             pid = node["process_id"]
             runs = self._call(path, lambda: list(client.iter_executions(org_id, pid)))
             return [self._execution_entry(prefix + e.id, org_id, pid, e) for e in runs]
+        if kind == "run":
+            pid = node["process_id"]
+            members = self._run_members(path, org_id, pid, node)
+            labels = [member_name(e.group_index, e.group_count) if e.group_id else e.id for e in members]
+            return [self._execution_entry(prefix + str(label), org_id, pid, e)
+                    for label, e in zip(labels, members, strict=True)]
         if kind == "execution":
             pid, eid = node["process_id"], node["execution_id"]
             comps = self._call(path, lambda: list(client.iter_components(org_id, eid)))
@@ -239,7 +283,7 @@ class _Listing(AbstractFileSystem):
     def _node(self, path: str, refresh: bool = False) -> dict[str, Any]:
         if not refresh:
             try:
-                return self._conn.nodes[path]
+                return self._nodes[path]
             except KeyError:
                 pass
         url = self._url(path)
@@ -252,7 +296,7 @@ class _Listing(AbstractFileSystem):
                 raise
             raise _renamed(exc, url) from exc
         node = dict(node, name=path)
-        self._conn.nodes[path] = node
+        self._nodes[path] = node
         return node
 
     def _cheap_node(self, path: str) -> dict[str, Any]:
@@ -260,7 +304,7 @@ class _Listing(AbstractFileSystem):
         (an organisation id, the short ``data/{data_id}`` form): lets ``{org_id}/data/{data_id}/{file_id}``
         resolve with a single API request (listing the files)."""
         try:
-            return self._conn.nodes[path]
+            return self._nodes[path]
         except KeyError:
             pass
         with translated(self._url(path)):
@@ -316,13 +360,16 @@ class _Listing(AbstractFileSystem):
             candidates = self._call(path, lambda: [p for p in client.iter_processes(org_id, name=segment)
                                                    if p.name == segment])
             return self._process_entry(path, org_id, self._one(path, candidates, segment, "process"))
+        if kind == "run":
+            pid = parent["process_id"]
+            return self._run_entry(path, org_id, pid, self._run_members(path, org_id, pid))
+        if kind == "execution" and fp.run is not None:
+            return self._run_member(path, parent, segment)
         if kind == "execution":
             pid = parent["process_id"]
-            if segment == LATEST:
-                run = self._call(path, client.latest_execution, org_id, pid)
-            elif not is_uuid(segment):
-                raise FileNotFoundError(errno.ENOENT, f"executions are named by id or {LATEST!r}, not {segment!r}",
-                                        self._url(path))
+            if not is_uuid(segment):
+                raise FileNotFoundError(errno.ENOENT, f"executions are named by id (or {LATEST!r} for the whole "
+                                        f"latest run), not {segment!r}", self._url(path))
             else:
                 run = self._call(path, client.get_execution, org_id, segment)
                 if run.process_id and run.process_id != pid:
@@ -334,6 +381,31 @@ class _Listing(AbstractFileSystem):
         if siblings is None:
             siblings = self._fill_listing(parent_path, parent)
         return self._match(path, siblings, segment, kind)
+
+    def _run_member(self, path: str, run: dict[str, Any], segment: str) -> dict[str, Any]:
+        """One execution of the latest run: by id, ``slice-{i}``, ``aggregator[-{i}]`` or ``execution``."""
+        run_path = self._parent(path)
+        members = self._cached_listing(run_path)
+        if members is None:
+            members = self._fill_listing(run_path, run)
+        wanted = parse_member(segment)
+        found: list[dict[str, Any]] = []
+        if is_uuid(segment):
+            found = [m for m in members if str(m["id"]).lower() == segment.lower()]
+        elif segment == SINGLE_MEMBER and run.get("group_id") is None:
+            found = members[:1]
+        elif wanted is not None:
+            role, index = wanted
+            found = [m for m in members if member_name(m.get("group_index"), m.get("group_count")) is not None
+                     and str(member_name(m.get("group_index"), m.get("group_count"))).startswith(role + "-")
+                     and (index is None or m.get("group_index") == index)]
+        if len(found) == 1:
+            return found[0]
+        names = ", ".join(m["name"].rsplit("/", 1)[-1] for m in members[:8])
+        what = "several executions" if found else "no execution"
+        raise FileNotFoundError(
+            errno.ENOENT, f"the latest run has {what} named {segment!r} (it has: {names}); `latest` is the whole "
+            "run: name one execution by id, slice-N or aggregator-N before its component", self._url(path))
 
     def _match(self, path: str, siblings: list[dict[str, Any]], segment: str, kind: str) -> dict[str, Any]:
         """The sibling called ``segment``: by id first (any case), then by exact name."""
@@ -367,7 +439,7 @@ class _Listing(AbstractFileSystem):
         key = FileKey(info["organisation_id"], info["data_id"], info["file_id"])
         if info["size"] is None:
             info = dict(info, size=self._probe_size(path, key))
-            self._conn.nodes[path] = info
+            self._nodes[path] = info
         return path, info, key
 
     def _probe_size(self, path: str, key: FileKey) -> int:
@@ -389,16 +461,16 @@ class _Listing(AbstractFileSystem):
         """Forget listings and resolved names: all, or those of ``path``, below it and of its parents."""
         if path is None:
             self.dircache.clear()
-            self._conn.nodes.clear()
+            self._nodes.clear()
         else:
             path = self._strip_protocol(path)
             below = path + "/"
             for key in list(self.dircache._cache):
                 if key == path or key.startswith(below) or below.startswith(key + "/") or key == "":
-                    self.dircache._cache.pop(key, None)
-            for key in list(self._conn.nodes._cache):
+                    self.dircache.pop(key)
+            for key in list(self._nodes._cache):
                 if key == path or key.startswith(below):
-                    self._conn.nodes._cache.pop(key, None)
+                    self._nodes.pop(key)
         super().invalidate_cache(path)
 
     def ukey(self, path: str) -> str:
@@ -425,6 +497,16 @@ class _Listing(AbstractFileSystem):
         """A pre-signed HTTPS URL of the file (valid as long as the platform says; a secret)."""
         _, _, key = self._file(path)
         return self._conn.broker.lease(key).url
+
+
+def _finished_run(path: str, node: dict[str, Any]) -> bool:
+    """An execution named by id (not through ``latest``) that has ended: nothing below it changes."""
+    if node.get("kind") != "execution" or node.get("success") is None:
+        return False
+    try:
+        return parse(path).run is None
+    except ValueError:  # pragma: no cover - a listed path always parses
+        return False
 
 
 def _renamed(exc: FileNotFoundError, url: str) -> FileNotFoundError:

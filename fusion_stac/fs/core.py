@@ -5,12 +5,14 @@
     import fsspec
     fs = fsspec.filesystem("fusion")                       # credentials from the environment
     fs.ls("My Org/uploads")
-    with fsspec.open("fusion://My Org/processes/NDVI/latest/ndvi/ndvi/ndvi.tif") as f: ...
+    with fsspec.open("fusion://My Org/processes/NDVI/latest/execution/ndvi/ndvi/ndvi.tif") as f: ...
     xr.open_dataset("fusion://{org}/data/{data_id}/{file_id}", engine="rasterio")
 
 **Paths** follow :mod:`fusion_stac._urls`: ``{organisation}/uploads/{data}/{file}``,
-``{organisation}/processes/{process}/{execution|latest}/{component}/{output}/{file}`` and the short
-stable form ``{organisation}/data/{data_id}/{file_id}``. Every level accepts an id (always works) or
+``{organisation}/processes/{process}/{execution}/{component}/{output}/{file}``, the whole latest run
+``{organisation}/processes/{process}/latest`` (kind ``run``: every slice and aggregator of a sliced run)
+with ``latest/{execution id|slice-N|aggregator-N|execution}/{component}/{output}/{file}`` below it, and
+the short stable form ``{organisation}/data/{data_id}/{file_id}``. Every level accepts an id (always works) or
 a name; a name shared by several items raises :class:`~fusion_stac.fs._errors.AmbiguousPathError`
 listing the candidates.
 
@@ -38,10 +40,11 @@ read-only: writes, deletes and moves raise ``PermissionError``.
 **Configuration**: storage options ``api_url``, ``email``, ``user_id``, ``password`` (or ``client=`` a
 :class:`~fusion_stac.client.FusionClient` for in-process use), else the client's environment variables
 ``FUSION_PLATFORM_API_URL``, ``FUSION_PLATFORM_EMAIL``, ``FUSION_PLATFORM_USER_ID``,
-``FUSION_PLATFORM_PASSWORD`` and ``~/.netrc``. **Pickles carry no secret** (no password, token or URL):
-a worker rebuilds its login from the token cache of :mod:`fusion_stac._credentials` or its own
-environment. All instances with the same settings in a process share one login, one URL broker,
-one listing cache and one set of counters.
+``FUSION_PLATFORM_PASSWORD``, ``~/.netrc`` and the session kept by ``fusion-stac login``, in that order
+(:func:`fusion_stac._credentials.resolve_credentials`, the CLI's lookup). **Pickles carry no secret** (no
+password, token or URL): a worker rebuilds its login from the token cache of :mod:`fusion_stac._credentials` or its own
+environment. All instances with the same settings in a process share one login, one URL broker
+and one set of counters; each instance has its own listing cache.
 
 **Errors** are built-ins naming the ``fusion://`` path, with the API error as ``__cause__``
 (table in :mod:`._errors`).
@@ -51,20 +54,26 @@ one listing cache and one set of counters.
 GDAL's multi-range reads in one parallel batch. ``rasterio.open(file_object)`` works too, but rasterio
 then copies the whole file into memory first.
 
+**Listings are cached per instance** (a new instance lists afresh; see :mod:`._cache`): what can change
+(uploads, processes, a process's runs, ``latest``, a running execution) for ``listings_ttl`` seconds,
+10 by default; what is below a finished execution, which never changes, until ``invalidate_cache()``.
+``refresh=True`` or ``invalidate_cache()`` see new data at once.
+
 **Limits**: ``latest`` is an alias, not a listed entry, so a glob matches it only where it is spelled
-out before the first wildcard (``.../NDVI/latest/*/*/*.tif``, not ``processes/*/latest/...``). Listings
-are cached (``refresh=True`` or ``invalidate_cache()`` to see new data; ``listings_expiry_time=`` to
-age them out).
+out before the first wildcard (``.../NDVI/latest/*/*/*/*.tif``, not ``processes/*/latest/...``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractFileSystem
 
+from fusion_stac._credentials import ENV_API_URL, ENV_EMAIL, ENV_TOKEN_FILE, ENV_USER_ID
+from fusion_stac.fs._cache import DEFAULT_FINAL_TTL, DEFAULT_LISTINGS_TTL, ListingCache
 from fusion_stac.fs._conn import _Connection
 from fusion_stac.fs._file import DEFAULT_BLOCK
 from fusion_stac.fs._transfers import _Transfers
@@ -113,8 +122,13 @@ class FusionFileSystem(_Transfers, metaclass=_FusionMeta):
         A :class:`~fusion_stac.storage.RetryPolicy` (or a dict of its fields; storage defaults).
     upload_timeout:
         Seconds to wait for the platform's analysis of an upload.
-    use_listings_cache, listings_expiry_time, max_paths:
-        fsspec's listing cache (shared by instances with the same settings).
+    listings_ttl:
+        Seconds a listing or resolved name of something that changes (uploads, processes, a process's
+        runs, ``latest``, a running execution) is reused: default 10 s (``0`` or ``use_listings_cache=False``:
+        never). ``listings_expiry_time`` (fsspec's name) sets it too.
+    final_listings_ttl:
+        The same below a finished execution named by id, which never changes: default ``None`` (kept
+        until ``invalidate_cache()``).
     """
 
     protocol = "fusion"
@@ -137,6 +151,8 @@ class FusionFileSystem(_Transfers, metaclass=_FusionMeta):
         url_margin: float = 60.0,
         retries: RetryPolicy | dict[str, Any] | None = None,
         upload_timeout: float = 1800.0,
+        listings_ttl: float | None = DEFAULT_LISTINGS_TTL,
+        final_listings_ttl: float | None = DEFAULT_FINAL_TTL,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
@@ -145,17 +161,25 @@ class FusionFileSystem(_Transfers, metaclass=_FusionMeta):
             email = email or client.email
             user_id = user_id or client.user_id
         policy = RetryPolicy.coerce(retries, STORAGE_RETRY)
-        listings = {k: storage_options[k] for k in ("use_listings_cache", "listings_expiry_time", "max_paths")
-                    if k in storage_options}
         secret = hashlib.sha256(f"{password}\0{token}".encode()).hexdigest() if (password or token) else None
+        # Settings the credential lookup reads from the environment belong to the key too: an instance
+        # made after they change (another API URL, account or token cache) gets its own login.
+        env = tuple(os.environ.get(name) for name in (ENV_API_URL, ENV_EMAIL, ENV_USER_ID, ENV_TOKEN_FILE))
         key = (api_url, (email or "").lower() or None, user_id, secret, id(client) if client else None,
-               token_cache, token_lifetime, max_workers, url_margin, policy, tuple(sorted(listings.items())))
+               token_cache, token_lifetime, max_workers, url_margin, policy, None if client else env,
+               tuple(sorted((k, str(v)) for k, v in storage_options.items() if "listings" in k)))
         self._conn = _Connection.get(
             key, api_url=api_url, email=email, user_id=user_id, password=password, token=token, client=client,
             token_cache=token_cache, token_lifetime=float(token_lifetime), max_workers=max_workers,
-            url_margin=url_margin, retry=policy, listings=listings,
+            url_margin=url_margin, retry=policy,
         )
-        self.dircache = self._conn.dircache
+        # Listings belong to this instance (a new instance lists afresh) and age by what they describe.
+        expiry = storage_options.get("listings_expiry_time")
+        ttl = float(expiry) if expiry is not None and listings_ttl == DEFAULT_LISTINGS_TTL else listings_ttl
+        enabled = bool(storage_options.get("use_listings_cache", True))
+        self.dircache = ListingCache(ttl, final_listings_ttl, enabled=enabled)
+        self._nodes = ListingCache(ttl, final_listings_ttl, enabled=enabled)
+        self._nodes._final = self.dircache._final  # one notion of "finished" for both
         self.upload_timeout = upload_timeout
         self._collect = threading.local()
 

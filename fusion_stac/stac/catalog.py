@@ -101,17 +101,38 @@ def resolve_href(client: Any, path: str | None = None, *, seen: list[Any] | None
                   f"no process named {fp.process!r} in organisation {org.name!r}")
     if seen is not None:
         seen.append(proc)
-    if fp.execution is None:
+    if fp.execution is None and fp.run is None:
         return process_href(org.id, proc.id)
     if fp.component is not None:
         raise ValidationError(f"{fp.url}: open_catalog goes down to an execution; use get_items() below it",
                               field="path")
-    ex = _execution(client, org.id, proc, fp.execution)
+    # ``latest`` is the whole latest run; ``latest/{member}`` one of its executions (a slice: its group)
+    ex = _execution(client, org.id, proc, _urls.LATEST if fp.run and fp.execution is None else fp.execution or "")
+    if fp.run and fp.execution is not None:
+        ex = _run_member(client, org.id, proc, fp.execution)
     if isinstance(ex, str):  # a group id
         return group_href(org.id, proc.id, ex)
     if ex.group_id is not None:
         return group_href(org.id, proc.id, ex.group_id)
     return execution_href(org.id, proc.id, ex.id)
+
+
+def _run_member(client: Any, org_id: str, proc: Any, segment: str) -> ProcessExecution:
+    """One execution of the latest run: its id, ``slice-{i}``, ``aggregator[-{i}]`` or ``execution``."""
+    latest = _named(lambda: client.latest_execution(org_id, proc.id), f"process {proc.name!r} has no executions yet")
+    members = [latest]
+    if latest.group_id is not None:
+        slices, aggregators = client.group_executions(org_id, proc.id, latest.group_id)
+        members = [*slices, *aggregators]
+    wanted = _urls.parse_member(segment)
+    for ex in members:
+        name = _urls.member_name(ex.group_index, ex.group_count) if ex.group_id else None
+        if (ex.id == segment.lower() or (segment == _urls.SINGLE_MEMBER and ex.group_id is None)
+                or (wanted is not None and name is not None and name.startswith(wanted[0] + "-")
+                    and (wanted[1] is None or ex.group_index == wanted[1]))):
+            return ex
+    raise NotFoundError(f"the latest run of process {proc.name!r} has no execution {segment!r}", status=404,
+                        path=_urls.run_url(org_id, proc.id, segment))
 
 
 def _named(lookup: Callable[[], Any], message: str) -> Any:

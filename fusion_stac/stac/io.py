@@ -21,6 +21,8 @@ naming the kind of document::
     fusion://{org_id}/processes/{process_id}?stac=catalog             one process
     fusion://{org_id}/processes/{process_id}/{execution_id}?stac=collection   an ungrouped execution
     fusion://{org_id}/processes/{process_id}/{group_id}?stac=group            a group (slices + aggregators)
+    fusion://{org_id}/processes/{process_id}/latest?stac=collection           the whole latest run: its group's
+                                                                      (or its one execution's) document
     fusion://{org_id}/processes/{process_id}/{execution_id}/{component_id}/{data_id}/{file_id}?stac=item
 
 File paths of the ``fusion://`` filesystem never carry a query (the grammar percent-encodes ``?``
@@ -326,6 +328,8 @@ class FusionStacIO(DefaultStacIO):
                 return self._build_processes(org)  # type: ignore[arg-type]
             if level == "process" and kind == "catalog":
                 return self._build_process(org, p.process)  # type: ignore[arg-type]
+            if level == "run" and kind in ("collection", "group"):
+                return self._build_latest(parsed)
             if level == "execution" and kind == "collection":
                 return self._build_execution(org, p.process, p.execution)  # type: ignore[arg-type]
             if level == "execution" and kind == "group":
@@ -653,6 +657,18 @@ class FusionStacIO(DefaultStacIO):
             items = self._output_items(org_id, proc, href, ex.id, outputs, extras, ex.started_at)
         doc = mapping.execution_collection(proc, [ex], items)
         self._finish_collection(href, doc, items, process_href(org_id, proc.id))
+
+    def _build_latest(self, parsed: StacHref) -> None:
+        """``{process}/latest``: the whole latest run -- its group (every slice and aggregator) or its one
+        execution -- answered with that run's document (whose self href names it by ids)."""
+        p = parsed.path
+        org_id, process_id = self._org_id(p.organisation or ""), p.process or ""
+        latest = self.client.latest_execution(org_id, process_id)
+        target = (group_href(org_id, process_id, latest.group_id) if latest.group_id
+                  else execution_href(org_id, process_id, latest.id))
+        text = self.read_text(target)
+        with self._lock:
+            self._docs[parsed.href] = text
 
     def _build_group(self, org_id: str, process_id: str, group_id: str) -> None:
         # the process (for names) and the group listing need only ids: ask for both at once

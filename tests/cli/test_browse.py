@@ -38,9 +38,12 @@ def test_ls_groups_executions_with_states(cli: Run, world: World) -> None:
 
 
 def test_ls_deep_shows_files_with_sizes(cli: Run, world: World) -> None:
-    result = cli("ls", world.process_url("latest"), "--depth", "3")
+    result = cli("ls", world.process_url("latest"), "--depth", "4")
     assert result.code == 0, result.err
     assert "statistics.csv" in result.out and "CSV" in result.out
+    # `latest` is the whole run: every slice's rasters as well as the aggregator's table
+    assert f"group of {world.slices} slice(s) + 1 aggregator(s)" in result.out
+    assert "slice-1/" in result.out and f"slice-{world.slices}/" in result.out and ".tif" in result.out
 
 
 def test_ls_json(cli: Run, world: World) -> None:
@@ -92,9 +95,13 @@ def test_info_of_an_execution_has_its_state(cli: Run, world: World) -> None:
     result = cli("info", world.process_url("latest"))
     assert result.code == 0, result.err
     rows = dict(line.split(None, 1) for line in result.out.splitlines())
-    assert rows["kind"] == "execution"
+    assert rows["kind"] == "run"
     assert rows["state"] == "succeeded"
     assert rows["group_id"] == world.group_id
+    one = cli("info", world.process_url("latest", "slice-2"))
+    assert one.code == 0, one.err
+    rows = dict(line.split(None, 1) for line in one.out.splitlines())
+    assert rows["kind"] == "execution" and rows["group_index"] == "2" and rows["state"] == "succeeded"
 
 
 def test_unknown_paths_are_exit_2(cli: Run, world: World) -> None:

@@ -120,13 +120,17 @@ def test_process_tree_latest_and_ids(fs: FusionFileSystem, world: World) -> None
     runs = fs.ls(base)
     assert runs and all(e["kind"] == "execution" and e["name"] == f"{base}/{e['id']}" for e in runs)
     latest = fs.info(f"{base}/latest")
-    assert latest["id"] in {e["id"] for e in runs} and latest["kind"] == "execution"
+    assert latest["kind"] == "run" and set(latest["execution_ids"]) <= {e["id"] for e in runs}
+    members = fs.ls(f"{base}/latest")
+    assert [m["id"] for m in members] == latest["execution_ids"]
     files = fs.find(f"{base}/latest")
     assert files and all(f.endswith(".tif") for f in files)
     info = fs.info(files[0])
     assert info["type"] == "file" and info["size"] > 0 and info["crs"]
-    same = fs.info(f"{world.org_id}/processes/{world.process_id}/{latest['id']}/"
-                   + "/".join(files[0].split("/")[4:]))
+    member = fs.info(files[0].rsplit("/", 3)[0])
+    assert member["kind"] == "execution" and member["id"] in latest["execution_ids"]
+    same = fs.info(f"{world.org_id}/processes/{world.process_id}/{member['id']}/"
+                   + "/".join(files[0].split("/")[5:]))
     assert same["file_id"] == info["file_id"]
 
 

@@ -69,7 +69,8 @@ def test_root_and_levels() -> None:
     assert parse("fusion://Example Organisation").kind == "organisation"
     assert parse("fusion://org/uploads/").kind == "section"
     assert parse("Example Organisation/uploads/Glasgow/glasgow.geojson").file == "glasgow.geojson"
-    assert parse("fusion://org/processes/p/latest").execution == "latest"
+    assert parse("fusion://org/processes/p/latest").run == "latest"
+    assert parse("fusion://org/processes/p/latest").kind == "run"
     assert parse("fusion://org/uploads/a%2Fb").data == "a/b"
 
 
