@@ -61,17 +61,6 @@ def _decode_jwt_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _netrc_credentials(api_url: str) -> tuple[str, str] | None:
-    """``(login, password)`` for the API host from ``~/.netrc`` (or ``$NETRC``), if present."""
-    from requests.utils import get_netrc_auth
-
-    try:
-        auth = get_netrc_auth(api_url, raise_errors=False)
-    except Exception:  # pragma: no cover - a broken netrc must not break the client
-        return None
-    return (auth[0], auth[1]) if auth else None
-
-
 class Fanout:
     """Run tasks that may submit follow-up tasks on one bounded pool; wait for all of them.
 
