@@ -1,6 +1,6 @@
 """The data plane on its own: URL broker, verified/resumed range reads, the adaptive stream cache.
 
-Runs against ``storage_server.StorageServer`` (a signed-URL object server with scripted faults), so
+Runs against ``tests/storage/_server.StorageServer`` (a signed-URL object server with scripted faults), so
 every retry path is exercised deterministically and independently of the emulator.
 """
 
@@ -19,8 +19,7 @@ from fusion_stac.storage._broker import FileChangedError, FileKey, URLBroker, Ve
 from fusion_stac.storage._route import plain_route
 from fusion_stac.storage._stats import TransferStats
 from fusion_stac.storage._transport import RetryPolicy, TransferError, Transport
-
-from .storage_server import StorageServer
+from tests.storage._server import StorageServer
 
 KEY = FileKey("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
               "00000000-0000-4000-8000-000000000003")

@@ -20,7 +20,8 @@ from fusion_stac.storage import (
     Transport,
     URLBroker,
 )
-from tests.fs.storage_server import StorageServer
+
+from ._server import StorageServer
 
 KEY = FileKey("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
               "00000000-0000-4000-8000-000000000003")
