@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +27,7 @@ def test_a_range_nested_in_the_previous_one_does_not_shrink_the_block() -> None:
 def test_every_range_is_cut_exactly_from_disjoint_sorted_blocks(raw: list[tuple[int, int]], gap: int) -> None:
     wanted = [(min(a, b), max(a, b)) for a, b in raw]
     blocks = merge_ranges(wanted, max_gap=gap)
-    for (_, end), (start, _) in zip(blocks, blocks[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(blocks):
         assert start > end + gap  # blocks closer than the gap would have been merged
     assert all(s < e for s, e in blocks)
     payloads = [DATA[s:e] for s, e in blocks]
