@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -585,30 +585,6 @@ class Transport:
         blocks = [Block(key, s, e, path, size, pin) for s, e in merged]
         payloads = self.read_blocks(blocks)
         return slice_ranges(ranges, merged, payloads)
-
-    def copy_to(
-        self,
-        key: FileKey,
-        size: int,
-        out: IO[bytes],
-        *,
-        path: str,
-        chunk_size: int = 4 << 20,
-        progress: Callable[[int], Any] | None = None,
-        start: int = 0,
-    ) -> int:
-        """Stream the file from byte ``start`` into ``out`` over one request (resumed if it breaks);
-        returns the bytes written."""
-        written = 0
-        buffer = memoryview(bytearray(min(chunk_size, max(size - start, 1))))
-        with self.open_range(key, start, size, path=path, size=size) as reader:
-            while reader.remaining:
-                n = reader.readinto(buffer)
-                out.write(buffer[:n])
-                written += n
-                if progress is not None:
-                    progress(n)
-        return written
 
     def close(self) -> None:
         """Release pooled connections and threads."""
