@@ -22,6 +22,7 @@ from odc.geo.overlap import compute_output_geobox
 
 from fusion_stac.xarray._errors import CRSConflictError, MosaicError
 from fusion_stac.xarray._source import RasterSource
+from fusion_stac.xarray._warp import reproject_info
 
 __all__ = ["bin_sources", "choose_crs", "output_geobox"]
 
@@ -178,7 +179,10 @@ def bin_sources(geobox: GeoBox, chunks: tuple[int, int], sources: Sequence[Raste
     ny, nx = tiles.shape.yx
     ch_y, ch_x = chunks
     for idx, src in enumerate(sources):
-        rr = compute_reproject_roi(src.geobox, geobox, ttol=0.05)
+        if src.geobox.crs == geobox.crs:
+            rr = compute_reproject_roi(src.geobox, geobox, ttol=0.05)
+        else:  # odc-geo wraps longitudes and misses slices east of 180 on a grid that runs past it
+            rr = reproject_info(src.geobox, geobox)
         if roi_is_empty(rr.roi_dst):
             continue
         ys, xs = rr.roi_dst
