@@ -34,7 +34,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import rasterio
 import rasterio.errors
-import rasterio.warp
+import rasterio.vrt
 from affine import Affine
 from odc.geo import xy_
 from odc.geo.geobox import GeoBox
@@ -44,7 +44,6 @@ from odc.geo.roi import roi_is_empty, roi_shape, scaled_up_roi
 from odc.geo.types import NormalizedROI, NormalizedSlice
 from odc.geo.warp import resampling_s2rio
 from rasterio._err import CPLE_BaseError
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from fusion_stac.xarray._errors import RasterReadError
@@ -575,7 +574,7 @@ def _warp(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadCo
     # A warped VRT, not rasterio.warp.reproject: reproject always interpolates coordinates with
     # GDAL's approximate transformer (1/8 pixel, whatever error_threshold says); here the tolerance
     # is ~0, i.e. exact transforms (see _warp.py).
-    with _reading(source, handle), WarpedVRT(
+    with _reading(source, handle), rasterio.vrt.WarpedVRT(
         handle.dataset, crs=sub.crs.to_wkt() if sub.crs is not None else None, transform=sub.transform,
         width=sub.shape.x, height=sub.shape.y, nodata=warp_fill, src_nodata=src_nodata,
         resampling=resampling_s2rio(cfg.resampling), tolerance=EXACT_TOLERANCE,

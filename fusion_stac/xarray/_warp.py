@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from odc.geo import XY, xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import LinearPointTransform, ReprojectInfo
 from pyproj import Transformer
@@ -157,9 +158,7 @@ def reproject_info(src: GeoBox, dst: GeoBox) -> ReprojectInfo:
                          transform=LinearPointTransform(Affine.identity()))
 
 
-def _xy(x: float, y: float) -> object:
-    from odc.geo import xy_
-
+def _xy(x: float, y: float) -> XY[float]:
     return xy_(x if math.isfinite(x) else 1.0, y if math.isfinite(y) else 1.0)
 
 
