@@ -298,3 +298,71 @@ def _project(geometry: shapely.Geometry, src: str | int, dst: str | int) -> shap
         return np.column_stack([x, y])
 
     return shapely.transform(geometry, apply)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The antimeridian (RFC 7946 §3.1.9: geometries that cross it are split into parts on either side)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def lonlat_bounds(geometry: shapely.Geometry) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` of a lon/lat geometry, its parts' longitude ranges united on the
+    circle: a MultiPolygon split at 180° gets ``west > east`` (RFC 7946 §5.2), not the whole globe."""
+    parts = [p for p in shapely.get_parts(geometry) if not p.is_empty]
+    if not parts:
+        raise ValueError("empty geometry")
+    arcs = sorted((float(p.bounds[0]) + 360.0 * (p.bounds[0] >= 180.0), float(p.bounds[2]) + 360.0 * (
+        p.bounds[0] >= 180.0)) for p in parts)
+    south = min(float(p.bounds[1]) for p in parts)
+    north = max(float(p.bounds[3]) for p in parts)
+    if any(e - w >= 360.0 for w, e in arcs):
+        return (-180.0, south, 180.0, north)
+    # The union is what the largest uncovered gap between the parts leaves (exact input values kept).
+    best_gap, gap_start, gap_end = -1.0, 0.0, 0.0
+    reach = arcs[0][1]
+    for start, stop in arcs[1:]:
+        if start - reach > best_gap:
+            best_gap, gap_start, gap_end = start - reach, reach, start
+        reach = max(reach, stop)
+    if arcs[0][0] + 360.0 - reach > best_gap:
+        best_gap, gap_start, gap_end = arcs[0][0] + 360.0 - reach, reach, arcs[0][0]
+    if best_gap <= 0.0:
+        return (-180.0, south, 180.0, north)
+    west = gap_end - 360.0 if gap_end >= 180.0 else gap_end
+    east = gap_start - 360.0 if gap_start > 180.0 else gap_start
+    return (west, south, east, north)
+
+
+def unwrap_lonlat(geometry: shapely.Geometry) -> shapely.Geometry:
+    """A region split at 180° joined again, its eastern parts moved past 180° (longitudes + 360), so
+    that it can be measured, projected and cut as one; unchanged when it does not cross 180°."""
+    west, _, east, _ = lonlat_bounds(geometry)
+    if west <= east:
+        return geometry
+
+    def shift(xy: np.ndarray) -> np.ndarray:
+        out = xy.copy()
+        out[:, 0] = np.where(out[:, 0] < west - 1e-9, out[:, 0] + 360.0, out[:, 0])
+        return out
+
+    moved = shapely.transform(geometry, shift)
+    joined = shapely.union_all(shapely.make_valid(moved))
+    return joined
+
+
+def rewrap_lonlat(geometry: shapely.Geometry) -> shapely.Geometry:
+    """An unwrapped geometry back in -180..180, split at 180° into parts on either side (RFC 7946)."""
+    west, _, east, _ = geometry.bounds
+    if east <= 180.0 and west >= -180.0:
+        return geometry
+    inside = shapely.intersection(geometry, shapely.box(-180.0, -90.0, 180.0, 90.0))
+    beyond = shapely.intersection(geometry, shapely.box(180.0, -90.0, 540.0, 90.0))
+    beyond = shapely.transform(beyond, lambda xy: xy - np.array([360.0, 0.0]))
+    parts = [p for g in (inside, beyond) for p in shapely.get_parts(g) if not p.is_empty
+             and shapely.get_dimensions(p) == shapely.get_dimensions(geometry)]
+    if not parts:
+        return shapely.union_all([inside, beyond])
+    polys = [p for p in parts if p.geom_type == "Polygon"]
+    if len(polys) == len(parts):
+        return shapely.MultiPolygon(polys) if len(polys) > 1 else polys[0]
+    return shapely.GeometryCollection(parts)

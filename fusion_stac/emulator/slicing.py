@@ -15,6 +15,9 @@ from fusion_stac.emulator.geobase import (
     Slice,
     _project,
     _short,
+    lonlat_bounds,
+    rewrap_lonlat,
+    unwrap_lonlat,
     utm_epsg,
 )
 
@@ -52,6 +55,12 @@ def slice_region(
     west, south, east, north = region.bounds
     if not (-180.0 <= west <= east <= 180.0 and -90.0 <= south <= north <= 90.0):
         raise ValueError(f"region bounds {region.bounds} are not longitude/latitude")
+    # A region split at 180 (RFC 7946) is cut as one: its eastern parts moved past 180 (UTM zones 61..
+    # are zones 1.. again), and every geometry handed out is split at 180 again.
+    crossing = lonlat_bounds(region)[0] > lonlat_bounds(region)[2]
+    if crossing:
+        region = unwrap_lonlat(region)
+        west, south, east, north = region.bounds
     dense = shapely.segmentize(region, 0.01)
     centre_epsg = utm_epsg((west + east) / 2.0, (south + north) / 2.0)
     projected = _project(dense, "EPSG:4326", centre_epsg)
@@ -59,8 +68,8 @@ def slice_region(
     if px1 - px0 <= max_region_m and py1 - py0 <= max_region_m:
         return [
             Slice(
-                index=1, count=1, bounds_lonlat=(west, south, east, north), epsg=centre_epsg,
-                geometry_wkb=shapely.to_wkb(region), bounds_native=(px0, py0, px1, py1),
+                index=1, count=1, bounds_lonlat=_wrapped_bounds(region), epsg=centre_epsg,
+                geometry_wkb=shapely.to_wkb(rewrap_lonlat(region)), bounds_native=(px0, py0, px1, py1),
             )
         ]  # fmt: skip
     cells: list[tuple[int, float, float, shapely.Geometry, tuple[float, float, float, float]]] = []
@@ -102,29 +111,49 @@ def slice_region(
     slices = []
     for number, (epsg, _row, _col, cell, native) in enumerate(cells, start=1):
         cell_lonlat = _project(shapely.segmentize(cell, slice_size_m / 20.0), epsg, "EPSG:4326")
+        if crossing:  # back in the region's frame (PROJ answers in -180..180)
+            cell_lonlat = shapely.transform(cell_lonlat, lambda xy: _past_180(xy, west))
         piece = shapely.intersection(region, cell_lonlat)
         if piece.is_empty:  # touches only along an edge; keep the shared boundary so the slice is non-empty
             piece = shapely.intersection(region.boundary, cell_lonlat)
         slices.append(
             Slice(
-                index=number, count=len(cells), bounds_lonlat=tuple(float(v) for v in cell_lonlat.bounds),
-                epsg=epsg, geometry_wkb=shapely.to_wkb(piece), bounds_native=tuple(float(v) for v in native),
+                index=number, count=len(cells), bounds_lonlat=_wrapped_bounds(cell_lonlat),
+                epsg=epsg, geometry_wkb=shapely.to_wkb(rewrap_lonlat(piece)),
+                bounds_native=tuple(float(v) for v in native),
             )
         )  # fmt: skip
     return slices
+
+
+def _past_180(xy: np.ndarray, west: float) -> np.ndarray:
+    out = xy.copy()
+    out[:, 0] = np.where(out[:, 0] < west - 1.0, out[:, 0] + 360.0, out[:, 0])
+    return out
+
+
+def _wrapped_bounds(geometry: shapely.Geometry) -> tuple[float, float, float, float]:
+    """Bounds of an unwrapped lon/lat geometry in -180..180 (``west > east`` across 180)."""
+    west, south, east, north = (float(v) for v in geometry.bounds)
+    if east - west >= 360.0:
+        return (-180.0, south, 180.0, north)
+    wrap = lambda lon: lon - 360.0 if lon > 180.0 else lon  # noqa: E731
+    return (wrap(west) if west != 180.0 else -180.0, south, wrap(east), north)
 
 
 def _zone_bands(
     west: float, south: float, east: float, north: float
 ) -> Iterator[tuple[int, shapely.Polygon | None]]:
     """(EPSG, lon/lat band) for each UTM zone/hemisphere the bounds touch; band None when only one."""
-    zones = range(utm_epsg(west, 0.0) % 100, utm_epsg(east, 0.0) % 100 + 1)
+    # Zone numbers in the region's frame: past 180 (an unwrapped region) they run on as 61, 62, ..
+    zones = range(_zone_number(west), _zone_number(east) + 1)
     hemispheres = [h for h, ok in ((True, north >= 0.0), (False, south < 0.0)) if ok]
     if len(zones) == 1 and len(hemispheres) == 1:
-        yield (32600 if hemispheres[0] else 32700) + zones[0], None
+        yield (32600 if hemispheres[0] else 32700) + (zones[0] - 1) % 60 + 1, None
         return
     for zone in zones:
         lon0, lon1 = -180.0 + (zone - 1) * 6.0, -180.0 + zone * 6.0
+        epsg_zone = (zone - 1) % 60 + 1
         for north_side in hemispheres:
             lat0, lat1 = (0.0, 90.0) if north_side else (-90.0, 0.0)
             band = shapely.box(
@@ -133,4 +162,9 @@ def _zone_bands(
                 min(lon1, east + 1e-9),
                 min(lat1, north + 1e-9),
             )
-            yield (32600 if north_side else 32700) + zone, band
+            yield (32600 if north_side else 32700) + epsg_zone, band
+
+
+def _zone_number(lon: float) -> int:
+    """UTM zone number of a longitude, counting on past 60 beyond 180 (61 is zone 1 again)."""
+    return min(int((lon + 180.0) // 6.0) + 1, 60) if lon <= 180.0 else int((lon + 180.0) // 6.0) + 1

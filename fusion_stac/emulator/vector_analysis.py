@@ -21,6 +21,7 @@ from fusion_stac.emulator.geobase import (
     _short,
     _sniff,
     _transformer,
+    lonlat_bounds,
 )
 
 _SMALL_GEOJSON = 64 * 1024
@@ -135,7 +136,8 @@ def _analyse_vector(path: Path, kind: str, head: bytes) -> tuple[dict, shapely.G
     crs_string = _crs_string(source_crs) if source_crs else "EPSG:4326"
     fields: dict[str, Any] = {
         "crs": crs_string,
-        "bounds": [float(v) for v in footprint.bounds],
+        # west > east for a region split at 180 (RFC 7946 5.2), not the whole globe
+        "bounds": [float(v) for v in lonlat_bounds(footprint)],
         "area": round(area, 1),
         "length": round(length, 1),
         "points": counts["points"],

@@ -28,6 +28,7 @@ from fusion_stac import _urls
 from fusion_stac.errors import FusionError, NotFoundError, ValidationError
 from fusion_stac.models import DataFile, ProcessExecution, parse_datetime
 from fusion_stac.stac import mapping
+from fusion_stac.stac.bbox import bbox_intersects, check_bbox
 from fusion_stac.stac.io import (
     ROOT_HREF,
     AssetHrefs,
@@ -260,17 +261,7 @@ def _item_interval(props: Mapping[str, Any]) -> tuple[datetime | None, datetime 
 
 
 def _bbox_intersects(query: Sequence[float], box: Sequence[float] | None) -> bool:
-    if not box:
-        return False
-    qw, qs, qe, qn = query[:4]
-    w, s, e, n = box[:4]
-    if s > qn or n < qs:
-        return False
-
-    def spans(west: float, east: float) -> list[tuple[float, float]]:  # split antimeridian boxes
-        return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-
-    return any(a0 <= b1 and b0 <= a1 for a0, a1 in spans(qw, qe) for b0, b1 in spans(w, e))
+    return bbox_intersects(query, box)
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -356,10 +347,12 @@ def search(
     catalog, so ``item.get_collection()`` works.
     """
     if bbox is not None:
-        if len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+        if isinstance(bbox, (str, bytes)) or not all(isinstance(v, (int, float)) for v in bbox):
             raise ValidationError(f"bbox must be [west, south, east, north], got {bbox!r}", field="bbox")
-        if not (-90 <= bbox[1] <= bbox[3] <= 90 and -180 <= bbox[0] <= 180 and -180 <= bbox[2] <= 180):
-            raise ValidationError(f"bbox {list(bbox)} is not in lon/lat degrees (south <= north)", field="bbox")
+        try:
+            bbox = list(check_bbox(bbox))
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="bbox") from None
     interval = _parse_interval(datetime)
     conditions = _check_filter(filter)
     wanted = {str(c) for c in collections} if collections is not None else None

@@ -38,6 +38,7 @@ from fusion_stac.models import (
     ProcessServiceExecution,
     Selector,
 )
+from fusion_stac.stac.bbox import geometry_bbox, union_bboxes, unwrap_bbox
 
 __all__ = [
     "EXTENSIONS",
@@ -408,16 +409,10 @@ def _close(ring: list[list[float]]) -> list[list[float]]:
 
 
 def _bbox_of(geometry: Mapping[str, Any]) -> list[float]:
-    polys = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
-    pts = [pt for poly in polys for ring in poly for pt in ring]
-    xs = [p[0] for p in pts]
-    ys = [p[1] for p in pts]
-    if geometry["type"] == "MultiPolygon" and len(polys) == 2 and max(xs) == 180 and min(xs) == -180:
-        # across the antimeridian: west edge is the east part's minimum, east edge the west part's maximum
-        west = min(p[0] for ring in polys[0] for p in ring)
-        east = max(p[0] for ring in polys[1] for p in ring)
-        return [west, min(ys), east, max(ys)]
-    return [min(xs), min(ys), max(xs), max(ys)]
+    box = geometry_bbox(geometry)
+    if box is None:
+        raise ValueError("empty geometry")
+    return box
 
 
 def _simplify_edges(ring: list[tuple[float, float]], per_edge: int, tolerance: float = 1e-5) -> list[tuple[float, float]]:
@@ -466,7 +461,10 @@ def footprint(info: RasterInfo | None = None, bounds: Sequence[float] | None = N
         if code is None or _is_geographic(code):
             if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
                 return None, None  # not lon/lat after all: refuse to guess
+            if w == e:
+                return None, None  # a zero-width box is no footprint
             code = "EPSG:4326"
+            w, s, e, n = unwrap_bbox((w, s, e, n))  # west > east: across 180 (RFC 7946 5.2)
         ring = RasterInfo(width=1, height=1, transform=(e - w, 0.0, w, 0.0, s - n, n), crs=code).corners(20)
     else:
         return None, None
@@ -483,6 +481,23 @@ def footprint(info: RasterInfo | None = None, bounds: Sequence[float] | None = N
         ring = [ring[i] for i in range(0, len(ring), 21)]  # straight in lon/lat: the 4 corners suffice
     geometry = _split_antimeridian(ring)
     return geometry, [round(v, 9) for v in _bbox_of(geometry)]
+
+
+def platform_footprint(geometry: Any) -> tuple[dict[str, Any] | None, list[float] | None]:
+    """``(geometry, bbox)`` from a GeoJSON geometry the platform gave (a file's ``stac_item``), the
+    bbox computed from the geometry (``west > east`` across 180); ``(None, None)`` when it is absent
+    or not lon/lat GeoJSON."""
+    if not isinstance(geometry, Mapping) or not geometry.get("type"):
+        return None, None
+    try:
+        box = geometry_bbox(geometry)
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None, None
+    if box is None or not all(math.isfinite(v) for v in box):
+        return None, None
+    if not (-180 <= box[0] <= 180 and -180 <= box[2] <= 180 and -90 <= box[1] <= box[3] <= 90):
+        return None, None
+    return dict(geometry), [round(v, 9) for v in box]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -612,13 +627,13 @@ def file_item(
     stac_item = file.stac_item or {}
     hint_props: Mapping[str, Any] = stac_item.get("properties") or {}
 
-    # --- footprint: grid first, then the file's bounds, then the platform's own STAC item
+    # --- footprint: the grid first, then the platform's own geometry (a vector's true shape, split at
+    # 180 as RFC 7946 asks; its bbox recomputed from it), then the file's bounds
     geometry, bbox = footprint(raster) if raster is not None else (None, None)
+    if geometry is None:
+        geometry, bbox = platform_footprint(stac_item.get("geometry"))
     if geometry is None and file.bounds:
         geometry, bbox = footprint(None, file.bounds, file.crs)
-    if geometry is None and isinstance(stac_item.get("geometry"), Mapping):
-        geometry = dict(stac_item["geometry"])
-        bbox = list(stac_item.get("bbox") or []) or None
 
     # --- time
     props: dict[str, Any] = {}
@@ -785,12 +800,9 @@ WORLD_BBOX = [-180.0, -90.0, 180.0, 90.0]
 
 
 def _union_bbox(bboxes: Sequence[Sequence[float]]) -> list[float] | None:
-    boxes = [list(b[:4]) for b in bboxes if b and len(b) >= 4]
-    if not boxes:
-        return None
-    if any(b[0] > b[2] for b in boxes):  # something crosses the antimeridian
-        return [-180.0, min(b[1] for b in boxes), 180.0, max(b[3] for b in boxes)]
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    """The smallest bbox covering all, antimeridian-aware (``west > east`` when it crosses 180)."""
+    box = union_bboxes(bboxes)
+    return None if box is None else [round(v, 9) for v in box]
 
 
 def _interval(items: Sequence[Mapping[str, Any]]) -> list[str | None]:

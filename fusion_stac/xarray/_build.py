@@ -31,6 +31,7 @@ from fusion_stac.xarray._grid import bin_sources, chunk_sizes
 from fusion_stac.xarray._reader import ReadConfig, _quietly, adopt_thread, fill_region, warm_opener
 from fusion_stac.xarray._source import RasterSource
 from fusion_stac.xarray._storage import Storage
+from fusion_stac.xarray._warp import Placement
 
 __all__ = ["Stack", "build_dataarray", "read_window"]
 
@@ -132,7 +133,8 @@ def read_window(stack: Stack, t: int, bands: Sequence[int], ys: slice, xs: slice
     if out.size == 0:
         return out
     executor = _EXECUTOR.get() if parallel else None
-    fill_region(out, region, stack.layers[t], sub_cfg, stack.storage, executor=executor, filled=False)
+    fill_region(out, region, stack.layers[t], sub_cfg, stack.storage, executor=executor, filled=False,
+                where=Placement(stack.geobox, ys.start, xs.start))
     return out
 
 
@@ -196,9 +198,9 @@ def _span(k: Any, n: int) -> tuple[slice, int]:
 
 
 def _load_chunk(sources: tuple[RasterSource, ...], geobox: GeoBox, cfg: ReadConfig, storage: Storage,
-                expand_time: bool) -> np.ndarray:
+                expand_time: bool, where: Placement | None = None) -> np.ndarray:
     out = np.empty((len(cfg.bands), *geobox.shape.yx), dtype=cfg.dtype)
-    fill_region(out, geobox, sources, cfg, storage, executor=None, filled=False)
+    fill_region(out, geobox, sources, cfg, storage, executor=None, filled=False, where=where)
     return out[np.newaxis] if expand_time else out
 
 
@@ -229,7 +231,8 @@ def dask_array(stack: Stack, chunks: tuple[int, int], *, with_time: bool) -> Any
                     dsk[key] = (_fill_chunk, shape, cfg.dtype, cfg.fill_value)
                 else:
                     srcs = tuple(layer[i] for i in idx)
-                    dsk[key] = (_load_chunk, srcs, tiles[iy, ix], cfg, stack.storage, with_time)
+                    where = Placement(stack.geobox, iy * chunks[0], ix * chunks[1])
+                    dsk[key] = (_load_chunk, srcs, tiles[iy, ix], cfg, stack.storage, with_time, where)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     all_chunks: tuple[tuple[int, ...], ...] = ((nb,), ych, xch)
     if with_time:

@@ -5,6 +5,14 @@ names the slices in each CRS (there is no sensible default between two UTM zones
 Resolution: the native pixel size of the slices in the target CRS (the finest, if they differ)
 unless ``resolution=`` is given. The grid is snapped to the slices' own pixel grid, so slices in
 the target CRS are pasted, never resampled.
+
+Across the antimeridian: in a geographic target CRS the grid's longitudes run on past 180° (a
+region from 179.6° to -179.6° gets a grid from 179.6° to 180.4°) rather than over the whole globe
+or onto a CRS centred on 180°. The grid stays plain EPSG:4326 (any reader of the CRS understands
+it; GDAL and PROJ take longitudes past 180 as they are), its x coordinates increase without a jump,
+and it spans the region only. The extent is the shortest longitude arc covering every slice (see
+:mod:`fusion_stac.stac.bbox`); a bbox given with ``west > east`` (STAC's antimeridian box) is read
+the same way.
 """
 
 from __future__ import annotations
@@ -14,14 +22,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 from odc.geo import CRS, XY, xy_
 from odc.geo.crs import norm_crs
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.geom import BoundingBox
 from odc.geo.overlap import compute_output_geobox
 
+from fusion_stac.stac.bbox import check_bbox, union_lon_intervals, unwrap_bbox
 from fusion_stac.xarray._errors import CRSConflictError, MosaicError
 from fusion_stac.xarray._source import RasterSource
+from fusion_stac.xarray._warp import reproject_info
 
 __all__ = ["bin_sources", "choose_crs", "output_geobox"]
 
@@ -90,12 +101,40 @@ def _footprint_bbox(sources: Sequence[RasterSource], crs: CRS) -> BoundingBox:
         gbox = s.geobox
         if norm_crs(s.crs) == crs:
             boxes.append(gbox.extent.boundingbox)
+        elif crs.geographic:
+            boxes.append(_lonlat_box(gbox.extent, crs))
         else:
             boxes.append(gbox.extent.to_crs(crs).boundingbox)
+    if crs.geographic:
+        lons = union_lon_intervals((b.left, b.right) for b in boxes)
+        assert lons is not None
+        west, east = unwrap_bbox((lons[0], 0.0, lons[1], 1.0))[::2]
+        return BoundingBox(west, min(b.bottom for b in boxes), east, max(b.top for b in boxes), crs=crs)
     return BoundingBox(
         min(b.left for b in boxes), min(b.bottom for b in boxes),
         max(b.right for b in boxes), max(b.top for b in boxes), crs=crs,
     )
+
+
+def _lonlat_box(geom: Any, crs: CRS, points: int = 400) -> BoundingBox:
+    """The bbox of a polygon in the geographic ``crs``, its outline followed point by point so that
+    longitudes stay continuous across 180: ``left > right`` for one that crosses it."""
+    from pyproj import Transformer
+
+    outline = geom.exterior if geom.geom_type == "Polygon" else geom.geoms[0].exterior
+    outline = outline.segmented(max(outline.length / points, 1e-9))
+    xs, ys = np.asarray(outline.points, dtype=np.float64).T
+    lon, lat = Transformer.from_crs(geom.crs.to_wkt(), crs.to_wkt(), always_xy=True).transform(xs, ys)
+    lon = np.degrees(np.unwrap(np.radians(np.asarray(lon))))
+    west, east = float(np.nanmin(lon)), float(np.nanmax(lon))
+    if east - west >= 360.0:
+        west, east = -180.0, 180.0
+    else:
+        west = ((west + 180.0) % 360.0) - 180.0
+        east = west + (float(np.nanmax(lon)) - float(np.nanmin(lon)))
+        if east > 180.0:
+            east -= 360.0
+    return BoundingBox(west, float(np.nanmin(lat)), east, float(np.nanmax(lat)), crs=crs)
 
 
 def _norm_resolution(resolution: Any) -> tuple[float, float]:
@@ -113,16 +152,41 @@ def _norm_resolution(resolution: Any) -> tuple[float, float]:
 
 
 def _norm_bbox(bbox: Any, bbox_crs: Any, crs: CRS) -> BoundingBox:
+    """``bbox`` in ``crs``; in lon/lat, ``west > east`` crosses the antimeridian (STAC)."""
     try:
         left, bottom, right, top = (float(v) for v in bbox)
     except (TypeError, ValueError) as exc:
         raise MosaicError(f"bbox={bbox!r}: expected (west, south, east, north)", field="bbox") from exc
-    if not (left < right and bottom < top):
+    src = norm_crs(bbox_crs) if bbox_crs is not None else norm_crs("EPSG:4326")
+    if src.geographic:
+        try:
+            left, bottom, right, top = check_bbox((left, bottom, right, top))
+        except ValueError as exc:
+            raise MosaicError(str(exc), field="bbox") from None
+        left, bottom, right, top = unwrap_bbox((left, bottom, right, top))
+    elif not (left < right and bottom < top):
         raise MosaicError(f"bbox={bbox!r}: west must be < east and south < north", field="bbox")
-    box = BoundingBox(left, bottom, right, top, crs=norm_crs(bbox_crs) if bbox_crs is not None else "EPSG:4326")
+    box = BoundingBox(left, bottom, right, top, crs=src)
     if box.crs != crs:
-        box = box.to_crs(crs)
+        # in lon/lat, longitudes on the circle (left > right across 180)
+        box = _lonlat_box(box.polygon, crs) if crs.geographic else box.to_crs(crs)
     return box
+
+
+def _intersect(extent: BoundingBox, wanted: BoundingBox) -> tuple[float, float, float, float]:
+    """Intersection of two boxes; in a geographic CRS, ``wanted`` first shifted by whole turns of
+    longitude to where it overlaps ``extent`` most."""
+    shifts = [0.0]
+    if extent.crs is not None and extent.crs.geographic:
+        if wanted.left > wanted.right:
+            wanted = BoundingBox(wanted.left, wanted.bottom, wanted.right + 360.0, wanted.top, crs=wanted.crs)
+        shifts = [-360.0, 0.0, 360.0]
+
+    def clip(dx: float) -> tuple[float, float, float, float]:
+        return (max(extent.left, wanted.left + dx), max(extent.bottom, wanted.bottom),
+                min(extent.right, wanted.right + dx), min(extent.top, wanted.top))
+
+    return max((clip(dx) for dx in shifts), key=lambda b: b[2] - b[0])
 
 
 def output_geobox(
@@ -144,8 +208,7 @@ def output_geobox(
     extent = _footprint_bbox(sources, target)
     if bbox is not None:
         wanted = _norm_bbox(bbox, bbox_crs, target)
-        inter = (max(extent.left, wanted.left), max(extent.bottom, wanted.bottom),
-                 min(extent.right, wanted.right), min(extent.top, wanted.top))
+        inter = _intersect(extent, wanted)
         if not (inter[0] < inter[2] and inter[1] < inter[3]):
             where = f" (in {bbox_crs})" if bbox_crs is not None else " (lon/lat)"
             raise MosaicError(
@@ -178,7 +241,10 @@ def bin_sources(geobox: GeoBox, chunks: tuple[int, int], sources: Sequence[Raste
     ny, nx = tiles.shape.yx
     ch_y, ch_x = chunks
     for idx, src in enumerate(sources):
-        rr = compute_reproject_roi(src.geobox, geobox, ttol=0.05)
+        if src.geobox.crs == geobox.crs:
+            rr = compute_reproject_roi(src.geobox, geobox, ttol=0.05)
+        else:  # odc-geo wraps longitudes and misses slices east of 180 on a grid that runs past it
+            rr = reproject_info(src.geobox, geobox)
         if roi_is_empty(rr.roi_dst):
             continue
         ys, xs = rr.roi_dst

@@ -34,12 +34,12 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import rasterio
 import rasterio.errors
-import rasterio.warp
+import rasterio.vrt
 from affine import Affine
 from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.math import is_almost_int, maybe_int, snap_affine
-from odc.geo.overlap import LinearPointTransform, ReprojectInfo, box_overlap, compute_reproject_roi
+from odc.geo.overlap import LinearPointTransform, ReprojectInfo, box_overlap
 from odc.geo.roi import roi_is_empty, roi_shape, scaled_up_roi
 from odc.geo.types import NormalizedROI, NormalizedSlice
 from odc.geo.warp import resampling_s2rio
@@ -57,6 +57,7 @@ from fusion_stac.xarray._http import (
 )
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
+from fusion_stac.xarray._warp import EXACT_TOLERANCE, Placement, exact_index, reproject_info
 
 __all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handles", "fill_region", "nodata_mask",
            "warm_opener"]
@@ -453,8 +454,9 @@ def _reading(source: RasterSource, handle: _Handle) -> Iterator[None]:
 
 
 def _reproject_info(source: RasterSource, dst: GeoBox, cfg: ReadConfig) -> ReprojectInfo:
+    """Windows of a paste (odc-geo's rules), else of a warp (exact, antimeridian-aware: _warp)."""
     ttol = 0.9 if cfg.nearest else 0.05
-    return _paste_info(source.geobox, dst, ttol) or compute_reproject_roi(source.geobox, dst, ttol=ttol)
+    return _paste_info(source.geobox, dst, ttol) or reproject_info(source.geobox, dst)
 
 
 def _paste_info(src: GeoBox, dst: GeoBox, ttol: float, stol: float = 1e-3) -> ReprojectInfo | None:
@@ -514,7 +516,7 @@ def _first_request(source: RasterSource, rr: ReprojectInfo, cfg: ReadConfig) -> 
 
 
 def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
-                 storage: Storage, out: np.ndarray) -> None:
+                 storage: Storage, out: np.ndarray, where: Placement) -> None:
     """Fill ``out`` (bands, rows, cols of ``dst_gbox[rr.roi_dst]``, output dtype) from ``source``.
 
     Pixels the source does not cover hold the output fill value.
@@ -532,10 +534,10 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
         if cfg.use_overviews and rr.read_shrink > 1:
             overview = _pick_overview(rr.read_shrink, ds.overviews(cfg.bands[0]))
         if overview is None:
-            _warp(source, rr, dst_gbox, cfg, handle, out)
+            _warp(source, rr, dst_gbox, cfg, handle, out, where)
             return
     with _lease(source, storage, cfg.settings, overview, first) as handle:
-        _warp(source, rr, dst_gbox, cfg, handle, out)
+        _warp(source, rr, dst_gbox, cfg, handle, out, where)
 
 
 def _paste(source: RasterSource, ys: NormalizedSlice, xs: NormalizedSlice, cfg: ReadConfig, handle: _Handle,
@@ -559,34 +561,54 @@ def _paste(source: RasterSource, ys: NormalizedSlice, xs: NormalizedSlice, cfg: 
 
 
 def _warp(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig, handle: _Handle,
-          out: np.ndarray) -> None:
+          out: np.ndarray, where: Placement) -> None:
+    if cfg.nearest:
+        _warp_nearest(source, rr, cfg, handle, out, where)
+        return
     src_nodata = source.nodata
     fill = cfg.fill_value
     native = np.dtype(source.dtype) == out.dtype
-    dst_transform = dst_gbox[rr.roi_dst].transform
-    # GDAL warps into its own contiguous buffer: never hand it a strided view of the output.
-    direct = native and out.flags.c_contiguous
-    target = out if direct else np.empty(out.shape, dtype=source.dtype)
+    sub = dst_gbox[rr.roi_dst]
+    target = np.empty(out.shape, dtype=source.dtype)
     warp_fill = fill if native else (src_nodata if src_nodata is not None else _dtype_fill(source.dtype))
-    with _reading(source, handle):
-        rasterio.warp.reproject(
-            source=rasterio.band(handle.dataset, list(cfg.bands)),
-            destination=target,
-            src_nodata=src_nodata,
-            dst_transform=dst_transform,
-            dst_crs=dst_gbox.crs.to_wkt() if dst_gbox.crs is not None else None,
-            dst_nodata=warp_fill,
-            resampling=resampling_s2rio(cfg.resampling),
-            init_dest_nodata=True,
-            num_threads=1,
-        )
+    # A warped VRT, not rasterio.warp.reproject: reproject always interpolates coordinates with
+    # GDAL's approximate transformer (1/8 pixel, whatever error_threshold says); here the tolerance
+    # is ~0, i.e. exact transforms (see _warp.py).
+    with _reading(source, handle), rasterio.vrt.WarpedVRT(
+        handle.dataset, crs=sub.crs.to_wkt() if sub.crs is not None else None, transform=sub.transform,
+        width=sub.shape.x, height=sub.shape.y, nodata=warp_fill, src_nodata=src_nodata,
+        resampling=resampling_s2rio(cfg.resampling), tolerance=EXACT_TOLERANCE,
+    ) as vrt:
+        vrt.read(list(cfg.bands), out=target)
     if native:
-        if target is not out:
-            out[...] = target
+        out[...] = target
         if src_nodata is not None and not _same_nodata(src_nodata, cfg.fill):
             np.copyto(out, out.dtype.type(fill), where=nodata_mask(out, src_nodata))
     else:
         _convert_into(target, warp_fill, out, fill)
+
+
+def _warp_nearest(source: RasterSource, rr: ReprojectInfo, cfg: ReadConfig, handle: _Handle, out: np.ndarray,
+                  where: Placement) -> None:
+    """Nearest neighbour, each output pixel from the source pixel its exact position falls in (see
+    :mod:`fusion_stac.xarray._warp`): the same pixels whatever the chunking."""
+    ds = handle.dataset
+    ys, xs = _np_roi(rr.roi_dst)
+    rows, cols, ok = exact_index(ds.transform, (ds.height, ds.width), source.geobox, where, ys, xs)
+    fill = out.dtype.type(cfg.fill_value)
+    if not ok.any():
+        out[...] = fill
+        return
+    r, c = rows[ok], cols[ok]
+    r0, c0 = int(r.min()), int(c.min())
+    window = Window(c0, r0, int(c.max()) - c0 + 1, int(r.max()) - r0 + 1)
+    with _reading(source, handle):
+        pix = ds.read(list(cfg.bands), window=window)
+    picked = pix[:, r - r0, c - c0]
+    converted = np.empty(picked.shape, dtype=out.dtype)
+    _convert_into(picked, source.nodata, converted, cfg.fill_value)
+    out[...] = fill
+    out[:, ok] = converted
 
 
 def _dtype_fill(dtype: str) -> float:
@@ -642,14 +664,18 @@ def plan_region(sources: Iterable[RasterSource], dst: GeoBox, cfg: ReadConfig) -
 
 
 def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSource], cfg: ReadConfig,
-                storage: Storage, executor: Executor | None = None, *, filled: bool = True) -> np.ndarray:
+                storage: Storage, executor: Executor | None = None, *, filled: bool = True,
+                where: Placement | None = None) -> np.ndarray:
     """Read ``sources`` into ``dst`` (bands, rows, cols of ``dst_gbox``), fusing overlaps.
 
     ``filled``: ``dst`` already holds the fill value; otherwise it is filled here, except where
     sources are about to write every pixel anyway (a mosaic the slices tile exactly is never
     written twice). With an ``executor``, sources are read concurrently (reads that land in
-    disjoint parts of ``dst`` write straight into it).
+    disjoint parts of ``dst`` write straight into it). ``where``: the place of ``dst_gbox`` in the
+    whole output grid (default: it is the whole grid); warped pixels depend on that place only.
     """
+    if where is None:
+        where = Placement(dst_gbox, 0, 0)
     parts = plan_region(sources, dst_gbox, cfg)
     if len(parts) == 1 and cfg.method != "mean":
         parts[0].alone = True
@@ -671,14 +697,15 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
 
     def direct(part: _Part) -> None:
         ys, xs = _np_roi(part.rr.roi_dst)
-        _read_source(part.source, part.rr, dst_gbox, cfg, storage, dst[:, ys, xs])
+        _read_source(part.source, part.rr, dst_gbox, cfg, storage, dst[:, ys, xs], region_at)
 
     def to_temp(part: _Part) -> np.ndarray:
         shape = (dst.shape[0], *roi_shape(part.rr.roi_dst))
         tmp = np.empty(shape, dtype=dst.dtype)
-        _read_source(part.source, part.rr, dst_gbox, cfg, storage, tmp)
+        _read_source(part.source, part.rr, dst_gbox, cfg, storage, tmp, region_at)
         return tmp
 
+    region_at = where
     fuser = _Fuser(dst, cfg)
     jobs: list[tuple[_Part, Callable[[_Part], Any]]] = [
         (p, direct if (p.alone and cfg.method != "mean") else to_temp) for p in parts
