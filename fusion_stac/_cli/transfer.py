@@ -136,7 +136,7 @@ def upload(ctx: Context) -> int:
                              "choose another --name (or pass --allow-duplicate-name)")
     began = time.monotonic()
     data, analysed = upload_files(ctx, org.id, args.name, files, poll_interval=args.poll, timeout=args.timeout)
-    ctx.echo(f"Uploaded {len(files)} file(s) to {upload_url(org.name, args.name)} "
+    ctx.echo(f"Uploaded {len(files)} file(s) to {upload_url(org.name or org.id, args.name)} "
              f"(data id {data.id}) in {seconds(time.monotonic() - began)}:")
     for f in analysed:
         extra = [f.file_type or "", human_size(f.size)]

@@ -114,7 +114,7 @@ class Engine:
 
         ``claimed``: the caller is ``execute``, which marked the process as being launched by itself.
         """
-        launched = []
+        launched: list[str] = []
         while True:
             run_id = self._launch_one(process_id, claimed=claimed)
             if run_id is None:

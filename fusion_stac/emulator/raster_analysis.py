@@ -41,7 +41,7 @@ _RASTER_SIGNATURES = {
 }
 
 
-def _analyse_raster(path: Path, kind: str, head: bytes) -> tuple[dict, shapely.Geometry, bytes]:
+def _analyse_raster(path: Path, kind: str, head: bytes) -> tuple[dict, shapely.Geometry, bytes | None]:
     seen = _sniff(head)
     expected = _RASTER_SIGNATURES.get(kind)
     if expected is not None and seen not in expected:

@@ -120,7 +120,7 @@ def slice_region(
             Slice(
                 index=number, count=len(cells), bounds_lonlat=_wrapped_bounds(cell_lonlat),
                 epsg=epsg, geometry_wkb=shapely.to_wkb(rewrap_lonlat(piece)),
-                bounds_native=tuple(float(v) for v in native),
+                bounds_native=(float(native[0]), float(native[1]), float(native[2]), float(native[3])),
             )
         )  # fmt: skip
     return slices

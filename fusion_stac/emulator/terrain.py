@@ -69,7 +69,7 @@ class _Octaves:
             count=count,
         )
 
-    def combine(self, o: int, value: np.ndarray, weight: float) -> np.ndarray:
+    def combine(self, o: int | np.integer, value: np.ndarray, weight: float) -> np.ndarray:
         """Scale an octave's summed sines into its contribution (in place where possible)."""
         value *= value.dtype.type(1.0 / math.sqrt(self.count[o]))
         if self.ridged[o]:
@@ -179,12 +179,12 @@ class _Lattice:
             members = np.flatnonzero(octaves.octave == o)
             if octaves.wavelength[o] >= 64.0 * self.k * resolution:
                 value = np.zeros(xyz.shape[1:])
-                for i in members:
+                for i in members.tolist():
                     value += np.sin(np.mod(_phase(octaves, i, xyz, days), 2.0 * math.pi))
                 node_sum += octaves.combine(o, value, weights[o])
                 continue
             value = np.zeros_like(total)
-            for i in members:
+            for i in members.tolist():
                 wave = self._bilinear(_phase(octaves, i, xyz, days), wrap=True)
                 np.sin(wave, out=wave)
                 value += wave
@@ -209,7 +209,7 @@ class _Lattice:
         return out
 
 
-def _phase(octaves: _Octaves, i: int, xyz: np.ndarray, days: float) -> np.ndarray:
+def _phase(octaves: _Octaves, i: int | np.integer, xyz: np.ndarray, days: float) -> np.ndarray:
     """Phase of wave ``i`` at 3-D positions, with plain element-wise float64 operations: unlike a BLAS dot
     product (whose kernels may fuse or reorder differently at array edges) the result for a point never
     depends on where the point sits in the array."""

@@ -184,7 +184,7 @@ class FusionFileSystem(_Transfers, metaclass=_FusionMeta):
         self._collect = threading.local()
 
     # -- secrets never leave the process -----------------------------------------------------------
-    @property  # type: ignore[override]
+    @property
     def storage_options(self) -> dict[str, Any]:
         """The constructor's options without secrets: what pickles, ``to_json`` and dask see."""
         return self._public_options
