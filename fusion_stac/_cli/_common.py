@@ -57,6 +57,34 @@ def save_session(client: FusionClient) -> None:
                                 expires_at=time.time() + TOKEN_LIFETIME)
 
 
+def expired_session(api_url: str, *, email: str | None = None, user_id: str | None = None) -> bool:
+    """Whether the token cache holds a session for this API URL (and account, if given) that has expired.
+
+    Told apart from never having logged in, to say "log in again" rather than "not logged in".
+    """
+    from fusion_stac import _credentials
+
+    try:
+        entries = json.loads(_credentials.token_file().read_text(encoding="utf-8")).get("tokens") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    url = api_url.strip().rstrip("/")
+    wanted = {(email or "").strip().lower(), (user_id or "").strip().lower()} - {""}
+    now = time.time()
+    for key, entry in entries.items() if isinstance(entries, dict) else ():
+        where, _, who = str(key).rpartition(" ")
+        if where != url or not isinstance(entry, dict):
+            continue
+        if wanted and who.partition(":")[2] not in wanted:
+            continue
+        try:
+            if float(entry.get("expires_at", 0)) <= now + getattr(_credentials, "EXPIRY_MARGIN", 300.0):
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
 class Context:
     """One command's view of the platform: a lazily built client and file system, and the output."""
 
@@ -99,6 +127,9 @@ class Context:
         self._closers.append(client.close)
         if token is None and not client._can_login():
             who = f" as {email or user_id}" if email or user_id else ""
+            if expired_session(self.api_url, email=email, user_id=user_id):
+                raise CommandFailed(f"the session kept by `fusion-stac login` for {self.api_url}{who} has expired: "
+                                    "log in again with `fusion-stac login`")
             raise CommandFailed(f"not logged in to {self.api_url}{who}: run `fusion-stac login`, or set "
                                 "FUSION_PLATFORM_EMAIL and FUSION_PLATFORM_PASSWORD (or a netrc entry)")
         return client

@@ -120,3 +120,21 @@ def test_emulator_serve_help(tmp_path: Path) -> None:
     assert len(options) >= 14
     undescribed = [name for name, rest in options if not re.search(r"\s{2,}\S", rest)]
     assert not undescribed, f"options without a description: {undescribed}"
+
+
+def test_an_expired_session_asks_to_log_in_again(emulator: Any, tmp_path: Path) -> None:
+    import json
+
+    from .conftest import EMAIL, PASSWORD
+
+    env = clean_env(tmp_path / "home", FUSION_PLATFORM_API_URL=emulator.url)
+    assert run_cli(["login", "--email", EMAIL, "--password-stdin"], env=env, input=PASSWORD + "\n").code == 0
+    token_file = Path(env["FUSION_STAC_TOKEN_FILE"])
+    payload = json.loads(token_file.read_text())
+    for entry in payload["tokens"].values():
+        entry["expires_at"] = 1.0  # long ago
+    token_file.write_text(json.dumps(payload))
+    token_file.chmod(0o600)
+    run_cli(["ls"], env=env).assert_one_line_error(1, "expired", "log in again", "fusion-stac login")
+    nobody = clean_env(tmp_path / "other", FUSION_PLATFORM_API_URL=emulator.url)
+    run_cli(["ls"], env=nobody).assert_one_line_error(1, "not logged in")
