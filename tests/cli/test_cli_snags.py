@@ -138,3 +138,22 @@ def test_an_expired_session_asks_to_log_in_again(emulator: Any, tmp_path: Path) 
     run_cli(["ls"], env=env).assert_one_line_error(1, "expired", "log in again", "fusion-stac login")
     nobody = clean_env(tmp_path / "other", FUSION_PLATFORM_API_URL=emulator.url)
     run_cli(["ls"], env=nobody).assert_one_line_error(1, "not logged in")
+
+
+def test_ls_shows_name_and_id_of_uploads_sharing_a_name(cli: Run, emulator: Any, world: World) -> None:
+    import uuid
+
+    from .conftest import REGIONS, client_for
+
+    name = f"Twin {uuid.uuid4().hex[:6]}"
+    client = client_for(emulator)
+    try:
+        ids = [client.create_data(world.org_id, name, [REGIONS / "glasgow.geojson"], poll_interval=0.05).id
+               for _ in range(2)]
+    finally:
+        client.close()
+    result = cli("ls", f"fusion://{world.org_name}/uploads")
+    assert result.code == 0, result.err
+    for data_id in ids:
+        line = next(line for line in result.out.splitlines() if data_id in line)
+        assert f"── {name}/  upload  {data_id}" in line and "name shared" in line, line
