@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -106,6 +107,40 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                        help="log progress to stderr (-vv: debug, with tracebacks)")
 
 
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The global options on ``parser`` and on every sub-command below it (``catalog export ... --api-url``)."""
+    _global_options(parser, suppress=True)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_global_options(child)
+
+
+#: A value that starts like a negative number and goes on with more numbers: ``-4.4,55.8,-4.1,56``.
+_NEGATIVE_LIST = re.compile(r"^-\d*\.?\d+(?:[eE][+-]?\d+)?(?:[,\s]+-?\d*\.?\d+(?:[eE][+-]?\d+)?)+[,\s]*$")
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--bbox -4.4,55.8,...`` as ``--bbox=-4.4,55.8,...``: argparse takes such a value for an option.
+
+    argparse accepts a lone negative number as a value, but not a list of them separated by commas.
+    """
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        token = items[i]
+        following = items[i + 1] if i + 1 < len(items) else None
+        if (token.startswith("--") and "=" not in token and len(token) > 2 and following is not None
+                and _NEGATIVE_LIST.match(following)):
+            out.append(f"{token}={following}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fusion-stac",
@@ -123,14 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, add_arguments, handler) in _COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         add_arguments(sub)
-        _global_options(sub, suppress=True)
+        _add_global_options(sub)
         sub.set_defaults(_handler=handler)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     quiet = "fusion-stac: %(levelname)s: %(message)s"  # warnings only: short, like the error lines
     logging.basicConfig(level=level, format=quiet if args.verbose == 0 else "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -174,7 +209,7 @@ def _emulator_arguments(p: argparse.ArgumentParser) -> None:
 def _emulator(args: argparse.Namespace) -> int:
     from fusion_stac.emulator.__main__ import main as emulator_main
 
-    return int(emulator_main(list(args.emulator_args)) or 0)
+    return int(emulator_main(list(args.emulator_args), prog="fusion-stac emulator") or 0)
 
 
 from fusion_stac._cli import demo  # noqa: E402,F401

@@ -84,7 +84,16 @@ def describe(info: dict[str, Any]) -> str:
 
 def _label(info: dict[str, Any]) -> str:
     name = unquote(str(info.get("name") or "").rsplit("/", 1)[-1]) or "fusion://"
+    shown = info.get("item_name")
+    if shown and name == info.get("id") and shown != name:  # a name several items share: listed by id
+        name = str(shown)
     return name + ("/" if info.get("type") == "directory" and info.get("kind") not in ("root",) else "")
+
+
+def _shared_name(info: dict[str, Any]) -> bool:
+    """The item is listed under its id because other items have the same name."""
+    segment = unquote(str(info.get("name") or "").rsplit("/", 1)[-1])
+    return bool(info.get("item_name")) and segment == info.get("id") and info.get("item_name") != segment
 
 
 def _group_executions(children: list[Node]) -> list[Node]:
@@ -140,6 +149,8 @@ def render(node: Node, *, prefix: str = "", last: bool = True, top: bool = True)
         branch = "└── " if last else "├── "
         name = node.label if node.label is not None else _label(node.info)
         details = node.info.get("details") if node.info.get("kind") == "group" else describe(node.info)
+        if _shared_name(node.info):
+            details = f"{details}  (name shared: use the id)"
         if node.info.get("kind") == "group":
             name = f"group {name}"
         lines = [f"{prefix}{branch}{name}  {details}".rstrip()]
@@ -191,15 +202,28 @@ def _process_details(ctx: Context, info: dict[str, Any]) -> dict[str, Any]:
     """What a process adds to its listing entry: price, schedule, inputs and options (one request)."""
     process = ctx.client.get_process(info["organisation_id"], info["process_id"])
     runs = process.latest_executions()
+    run = runs[0] if runs else None
     return {
-        "price": str(process.price) if process.price is not None else None,
+        "price": float(process.price) if process.price is not None else None,
         "run_type": process.run_type,
         "service_id": process.service_id,
         "inputs": [i.data_id for i in process.inputs],
         "options": {o.name: o.value for o in process.options if o.name},
-        "latest_run": (f"{'group ' + runs[0].group_id if runs[0].group_id else 'execution'} started "
-                       f"{runs[0].started_at.isoformat() if runs[0].started_at else '?'}") if runs else None,
+        "latest_run": None if run is None else {
+            "group_id": run.group_id,
+            "execution_id": None if run.group_id else run.process_execution_id,
+            "executions": len(runs),
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "status": run.job_status,
+        },
     }
+
+
+def _latest_run_text(run: dict[str, Any]) -> str:
+    """The ``latest_run`` object as the table shows it: ``group <id> (6 executions) started <time>``."""
+    what = f"group {run['group_id']} ({run['executions']} executions)" if run.get("group_id") \
+        else f"execution {run.get('execution_id')}"
+    return f"{what} started {run.get('started_at') or '?'}" + (f", {run['status']}" if run.get("status") else "")
 
 
 @command("info", "show one object (organisation, upload, process, execution, component, output, file)",
@@ -217,6 +241,10 @@ def info(ctx: Context) -> int:
         ctx.json(entry)
     else:
         shown = dict(entry)
+        if isinstance(shown.get("latest_run"), dict):
+            shown["latest_run"] = _latest_run_text(shown["latest_run"])
+        if shown.get("price") is not None:
+            shown["price"] = f"{shown['price']:g} credits"
         if shown.get("size") is not None and shown.get("type") == "file":
             shown["size"] = f"{shown['size']} bytes ({human_size(shown['size'])})"
         elif shown.get("type") == "directory":

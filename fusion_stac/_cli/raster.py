@@ -110,20 +110,55 @@ def _mosaic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUT.tif if it exists")
 
 
+def cog_blocksize(da: Any) -> int:
+    """GDAL builds overviews down to one block: small mosaics get smaller blocks so they have some too."""
+    return 256 if max(da.sizes.get("x", 0), da.sizes.get("y", 0)) < 2048 else 512
+
+
+def counting_chunks(ctx: Context, da: Any, desc: str) -> tuple[Any, Any]:
+    """``da`` read in COG-block chunks that advance a bar (``ctx.bar``) as each is read.
+
+    ``da`` is a lazily indexed mosaic (``open_mosaic(chunks=None)``); it becomes a dask array of
+    blocks the COG writer computes a few at a time, each block ticking the bar once it is read
+    (warped and combined). Returns the counting array and the bar (to close).
+    """
+    import threading
+
+    import numpy as np
+
+    size = cog_blocksize(da)
+    chunked = da.chunk({name: size for name in ("y", "x") if name in da.dims})
+    bar = ctx.bar(desc, total=chunked.data.npartitions, unit="chunk")
+    lock = threading.Lock()
+
+    def tick(block: Any) -> Any:
+        if block.size:  # not dask's probe of an empty block
+            with lock:
+                bar.update(1)
+        return block
+
+    meta = np.empty((0,) * chunked.ndim, dtype=chunked.dtype)
+    return chunked.copy(data=chunked.data.map_blocks(tick, dtype=chunked.dtype, meta=meta)), bar
+
+
 def write_mosaic(ctx: Context, da: Any, out: Path, *, title: str, label: str | None = None,
                  with_quicklook: bool = True, overwrite: bool = True) -> tuple[Path, Quicklook | None]:
-    """Write ``da`` as a COG (progress on stderr) and, if asked, its quicklook PNG."""
+    """Write ``da`` as a COG (a bar of the chunks read on a terminal) and, if asked, its quicklook PNG."""
     from fusion_stac.xarray import to_cog
 
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory")
-    if ctx.progress_enabled:
-        ctx.note(f"writing {out.name} (reading {da.attrs.get('fusion:slices', 'the')} slices) ...")
-    # GDAL builds overviews down to one block: small mosaics get smaller blocks so they have some too.
-    blocksize = 256 if max(da.sizes.get("x", 0), da.sizes.get("y", 0)) < 2048 else 512
-    to_cog(da, out, overwrite=True, blocksize=blocksize)
+    bar = None
+    source = da
+    if ctx.progress_enabled and da.chunks is None:  # (`da.data` would read it all)
+        source, bar = counting_chunks(ctx, da, f"mosaic {out.name}")
+    try:
+        to_cog(source, out, overwrite=True, blocksize=cog_blocksize(da))
+    finally:
+        if bar is not None:
+            bar.close()
     if label is None:
         label = str(da.attrs.get("fusion:component") or da.attrs.get("long_name") or "") or None
     look = quicklook(out, out.with_suffix(".png"), title=title, label=label) if with_quicklook else None
@@ -143,11 +178,22 @@ def describe_mosaic(ctx: Context, da: Any, out: Path, look: Quicklook | None) ->
                  + f", {look.valid_fraction:.0%} of pixels valid")
 
 
+def _bbox_outside(given: str, bbox_crs: str | None, whole: Any) -> str:
+    """The message for a --bbox that misses every slice: the slices' extent in the CRS of --bbox."""
+    crs = bbox_crs or "EPSG:4326"
+    west, south, east, north = whole.odc.geobox.extent.to_crs(crs).boundingbox
+    unit = "lon/lat" if bbox_crs is None else crs
+    digits = 4 if bbox_crs is None else 1
+    extent = ",".join(f"{v:.{digits}f}" for v in (west, south, east, north))
+    return (f"--bbox {given} ({unit}) does not overlap the {whole.attrs.get('fusion:slices', '')} slices, "
+            f"which cover {extent} (W,S,E,N in {unit})").replace("the  slices", "the slices")
+
+
 @command("mosaic", "mosaic the slices of a grouped run into one COG (and a quicklook PNG)", _mosaic_arguments)
 @with_context
 def mosaic(ctx: Context) -> int:
     require("xarray", "rasterio", "odc.geo", "matplotlib")
-    from fusion_stac.xarray import open_mosaic
+    from fusion_stac.xarray import MosaicError, open_mosaic
 
     args = ctx.args
     out = Path(args.out)
@@ -162,8 +208,14 @@ def mosaic(ctx: Context) -> int:
     target = parse_target(ctx, args.process, args.organisation)
     if args.group and "execution" in target:
         raise UsageError("--group goes with a process, not with an execution path")
-    da = open_mosaic(ctx.client, group_id=args.group, bbox=bbox, bbox_crs=args.bbox_crs, crs=args.crs,
-                     resolution=args.resolution, resampling=args.resampling, method=args.method, **target)
+    options = dict(group_id=args.group, bbox_crs=args.bbox_crs, crs=args.crs, resolution=args.resolution,
+                   resampling=args.resampling, method=args.method, **target)
+    try:
+        da = open_mosaic(ctx.client, bbox=bbox, **options)
+    except MosaicError as exc:
+        if bbox is None or getattr(exc, "field", None) != "bbox" or "does not intersect" not in str(exc):
+            raise
+        raise UsageError(_bbox_outside(args.bbox, args.bbox_crs, open_mosaic(ctx.client, **options))) from None
     name = getattr(target.get("process"), "name", None) or str(da.attrs.get("fusion:process_name") or "mosaic")
     _, look = write_mosaic(ctx, da, out, title=f"{name}: mosaic of {da.attrs.get('fusion:slices', '?')} slices",
                            with_quicklook=args.quicklook)

@@ -24,6 +24,7 @@ import functools
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -58,6 +59,11 @@ from fusion_stac.xarray._http import (
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
 from fusion_stac.xarray._warp import EXACT_TOLERANCE, Placement, exact_index, reproject_info
+
+# rasterio.warp.reproject into a numpy array warns, now and then when warps run in several threads, that its
+# in-memory destination "has no geotransform" while it has one (rasterio's MEM dataset; odc-geo #131): noise.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=rasterio.errors.NotGeoreferencedWarning,
+                        module=r"rasterio\.warp")
 
 __all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handles", "fill_region", "nodata_mask",
            "warm_opener"]

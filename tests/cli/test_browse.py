@@ -86,9 +86,17 @@ def test_info_of_a_process_has_price_and_options(cli: Run, world: World) -> None
     assert result.code == 0, result.err
     info: dict[str, Any] = json.loads(result.out)
     assert info["kind"] == "process" and info["id"] == world.process_id
-    assert float(info["price"]) > 0
+    assert isinstance(info["price"], (int, float)) and info["price"] > 0, "a number, not a string"
     assert info["options"]["resolution"] == "200"
-    assert world.group_id in info["latest_run"]
+    latest = info["latest_run"]
+    assert isinstance(latest, dict), "an object, not a sentence"
+    assert latest["group_id"] == world.group_id and latest["executions"] == world.slices + 1
+    assert latest["started_at"].startswith("20") and latest["status"]
+    table = cli("info", world.process_url())
+    assert table.code == 0
+    rows = dict(line.split(None, 1) for line in table.out.splitlines())
+    assert rows["price"] == f"{info['price']:g} credits"
+    assert rows["latest_run"].startswith(f"group {world.group_id} ({world.slices + 1} executions) started 20")
 
 
 def test_info_of_an_execution_has_its_state(cli: Run, world: World) -> None:
