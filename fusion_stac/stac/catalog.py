@@ -28,6 +28,7 @@ from fusion_stac import _urls
 from fusion_stac.errors import FusionError, NotFoundError, ValidationError
 from fusion_stac.models import DataFile, ProcessExecution, parse_datetime
 from fusion_stac.stac import mapping
+from fusion_stac.stac._objects import FusionCatalog, FusionCollection
 from fusion_stac.stac.io import (
     ROOT_HREF,
     AssetHrefs,
@@ -186,8 +187,14 @@ def open_catalog(
                       include_intermediate=include_intermediate, root_href=href)
     io.seed(seen)
     kind = parse_stac_href(href).kind
-    cls = pystac.Catalog if kind == "catalog" else pystac.Collection
-    return cls.from_file(href, stac_io=io)
+    cls: type[pystac.Catalog] = FusionCatalog if kind == "catalog" else FusionCollection
+    catalog = cls.from_file(href, stac_io=io)
+    # The node opened is the root of the StacIO's tree. pystac recognises that by comparing the root
+    # link's href with the one opened, after normalising only one of them, and "fusion://?stac=catalog"
+    # normalises to "fusion:?stac=catalog": without this, the whole platform's root link stays a
+    # string that every copy pystac saves would keep (normalize_and_save, full_copy).
+    catalog.set_root(catalog)
+    return catalog
 
 
 def stac_io_of(obj: pystac.STACObject) -> FusionStacIO:
