@@ -315,8 +315,8 @@ def serve_forever(settings: EmulatorSettings, announce: Any = None) -> None:
         sock.close()
         raise
     app = emulator.build_app()
-    assert emulator._runtime is not None and emulator._runtime.storage_endpoint is not None
     runtime = emulator._runtime
+    assert runtime is not None and runtime.storage_endpoint is not None
     runtime.storage_endpoint.port = storage_sock.getsockname()[1]
     runtime.processes.start_background()
     logger.info("storage (pre-signed URLs) on %s", _url(settings.host, storage_sock.getsockname()[1]))
