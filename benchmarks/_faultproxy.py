@@ -1,9 +1,11 @@
 """A fault-injecting HTTP reverse proxy for the chaos benchmark (loopback only, stdlib only).
 
-``with FaultProxy(upstream_url, rate=0.3, seed=1) as proxy:`` listens on ``127.0.0.1:<free port>``
-and forwards every request to ``upstream_url`` (the emulator). The ``Host`` header is forwarded
-unchanged, so the emulator (which builds pre-signed storage URLs from the request's base URL, i.e.
-its ``Host``) signs URLs that point at the proxy again: API *and* storage traffic go through it.
+``with FaultProxy(upstream_url, rate=0.3, seed=1, storage_upstream=storage_url) as proxy:`` listens on
+``127.0.0.1:<free port>`` and forwards every request to ``upstream_url`` (the emulator's API), storage
+paths (``/_storage/``) to ``storage_upstream`` (the emulator's storage port; default: ``upstream_url``).
+The ``Host`` header is forwarded unchanged. Storage comes through the proxy when the emulator signs the
+URLs it hands the proxy's callers for the proxy's host: ``emu.route_storage(proxy.url, proxy.url)``
+(the signatures cover the host, which the proxy leaves as it is).
 
 Each request gets a fault with probability ``rate``; its kind is drawn (seeded RNG) from the kinds
 enabled in ``kinds`` (name -> weight) that apply to the request. Kinds (see :data:`KINDS`):
@@ -142,12 +144,16 @@ class FaultProxy:
         stall: tuple[float, float] = (2.0, 5.0),
         timeout: float = 60.0,
         max_lifetime: float = 3600.0,
+        storage_upstream: str | None = None,
     ) -> None:
-        parts = urlsplit(upstream)
-        if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
-            raise ValueError(f"the proxy only forwards to http on loopback, not {upstream!r}")
+        ports = []
+        for url in (upstream, storage_upstream or upstream):
+            parts = urlsplit(url)
+            if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
+                raise ValueError(f"the proxy only forwards to http on loopback, not {url!r}")
+            ports.append(parts.port or 80)
         self.upstream_host = "127.0.0.1"
-        self.upstream_port = parts.port or 80
+        self.upstream_port, self.storage_port = ports
         self.rate = rate
         self.kinds: dict[str, float] = {}
         self.set_kinds(kinds)
@@ -375,7 +381,8 @@ class FaultProxy:
         return request.header("connection") != "close"
 
     def _forward(self, request: Request) -> Answer:
-        upstream = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=self.timeout)
+        port = self.storage_port if request.traffic == "storage" else self.upstream_port
+        upstream = http.client.HTTPConnection(self.upstream_host, port, timeout=self.timeout)
         try:
             headers = {}
             upstream.putrequest(request.method, request.target, skip_host=True, skip_accept_encoding=True)

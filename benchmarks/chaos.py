@@ -28,8 +28,9 @@ or a road still running after ``--road-timeout``). Leftovers: anything in a road
 besides its final file(s) (``*.part``, ``.…-partial``, temporary files), or a final file that is not
 identical. A run is *completed* when every road is identical.
 
-Storage traffic goes through the proxy because the proxy forwards the ``Host`` header unchanged
-and the emulator builds its signed URLs from the request's base URL (``Host``): no URL rewriting.
+Storage traffic goes through the proxy because the emulator is told to sign the URLs it hands the
+proxy's callers for the proxy's host (``emu.route_storage``), and the proxy forwards storage paths
+to the emulator's storage port with the ``Host`` header unchanged: no URL rewriting.
 
 Run: ``python benchmarks/chaos.py [--runs 30] [--fault-rate 0.3] [--seed 1] [--json out.json]``.
 The last line is ``SUMMARY runs=<n> completed=<n> identical=<n> silent_corruptions=<n> leftovers=<n>``.
@@ -566,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
               f"mosaic {ref.mosaic[0]} {ref.mosaic[1]}")
         clean = make_client(emu.url, args.attempts)
         with FaultProxy(emu.url, rate=0.0, seed=args.seed, retry_after=args.retry_after,
-                        max_lifetime=args.runs * 600.0 + 600.0) as proxy:
+                        max_lifetime=args.runs * 600.0 + 600.0, storage_upstream=emu.storage_url) as proxy:
+            emu.route_storage(proxy.url, proxy.url)
             print(f"proxy {proxy.url}: fault rate {args.fault_rate:g} of API and storage requests; kinds "
                   f"(weights) {json.dumps(proxy.kinds)}")
             print(header(roads))

@@ -59,6 +59,11 @@ def build_parser(prog: str = "python -m fusion_stac.emulator") -> argparse.Argum
     defaults = EmulatorSettings()
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
+    serve.add_argument("--storage-port", type=int, default=0, metavar="PORT",
+                       help="port of storage, where the pre-signed URLs point (0 picks a free one; default 0)")
+    serve.add_argument("--storage-base-url", default=None, metavar="URL",
+                       help="base URL the pre-signed URLs name, e.g. a proxy in front of storage "
+                            "(default: the host name used for the API, with the storage port)")
     serve.add_argument("--data-dir", type=Path, required=True, metavar="DIR",
                        help="directory holding the persistent state (SQLite and stored files; created if missing)")
     serve.add_argument("--token-lifetime", type=float, default=defaults.token_lifetime, metavar="SECONDS",
@@ -108,7 +113,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fusion_sta
     args = parser.parse_args(argv)
     try:
         settings = EmulatorSettings(
-            data_dir=args.data_dir, host=args.host, port=args.port, token_lifetime=args.token_lifetime,
+            data_dir=args.data_dir, host=args.host, port=args.port, storage_port=args.storage_port,
+            storage_base_url=args.storage_base_url, token_lifetime=args.token_lifetime,
             url_lifetime=args.url_lifetime, slice_size_m=args.slice_size_m, max_region_m=args.max_region_m,
             resolution_m=args.resolution_m, execution_duration=args.execution_duration, seed=args.seed,
             api_faults=_fault_config(args.api_faults, "--api-faults"),

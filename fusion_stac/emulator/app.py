@@ -33,10 +33,10 @@ from fusion_stac.emulator.routing import (
     Limit,
     Reverse,
     Search,
-    base_url,
     list_response,
     model_response,
     platform_of,
+    storage_base_url,
 )
 from fusion_stac.emulator.storage import UploadError, storage_error_xml
 
@@ -232,7 +232,7 @@ def _data_routes(app: FastAPI) -> None:
                  body: JSONBody = None) -> Response:
         fields = nested_fields(body, "Data")
         model, extras = platform_of(request).add_file(ctx, str(organisation_id), str(data_id), fields,
-                                                    base_url(request))
+                                                    storage_base_url(request))
         return model_response(model, extras=extras)
 
     @app.get("/organisations/{organisation_id}/data/{data_id}/files", tags=["data"])
@@ -247,7 +247,7 @@ def _data_routes(app: FastAPI) -> None:
                       ctx: Auth, preview: Reverse = "False") -> Response:
         wants_preview = listing._parse_bool(preview, "preview")
         extras = platform_of(request).download_file(ctx, str(organisation_id), str(data_id), str(file_id),
-                                                  wants_preview, base_url(request))
+                                                  wants_preview, storage_base_url(request))
         return model_response(extras=extras)
 
 
@@ -311,19 +311,25 @@ class _DownloadResponse(Response):
         await serve_download(self._runtime, scope, receive, send)
 
 
-Expires = Annotated[str | None, Query(description="expiry, unix seconds")]
-Signature = Annotated[str | None, Query(description="HMAC-SHA256 signature")]
+Algorithm = Annotated[str | None, Query(alias="X-Amz-Algorithm", description="AWS4-HMAC-SHA256")]
+Credential = Annotated[str | None, Query(alias="X-Amz-Credential",
+                                         description="<access key>/<yyyymmdd>/eu-west-2/s3/aws4_request")]
+AmzDate = Annotated[str | None, Query(alias="X-Amz-Date", description="issue time, UTC YYYYMMDDTHHMMSSZ")]
+AmzExpires = Annotated[str | None, Query(alias="X-Amz-Expires", description="lifetime in seconds")]
+SignedHeaders = Annotated[str | None, Query(alias="X-Amz-SignedHeaders", description="host")]
+Signature = Annotated[str | None, Query(alias="X-Amz-Signature", description="hex HMAC-SHA256 (SigV4)")]
 
 
 def _storage_routes(app: FastAPI) -> None:
     @app.put("/_storage/upload/{file_id}", tags=["storage"], summary="Pre-signed upload (raw body)")
-    async def upload(request: Request, file_id: uuid.UUID, expires: Expires = None,
+    async def upload(request: Request, file_id: uuid.UUID, algorithm: Algorithm = None, credential: Credential = None,
+                     date: AmzDate = None, expires: AmzExpires = None, signed_headers: SignedHeaders = None,
                      signature: Signature = None) -> Response:
         platform = platform_of(request)
         key = str(file_id)
-        reason = platform.signer.check("PUT", key, expires, signature)
-        if reason is not None:
-            return _xml_error(403, "AccessDenied", reason, request.url.path)
+        refusal = platform.signer.check("PUT", request.url.path, request.url.query, dict(request.headers))
+        if refusal is not None:
+            return _xml_error(refusal.status, refusal.code, refusal.message, request.url.path)
         record = await anyio.to_thread.run_sync(platform.file_for_upload, key)
         if record is None:
             return _xml_error(404, "NoSuchUpload", "The data item of this upload no longer exists", request.url.path)
@@ -351,8 +357,9 @@ def _storage_routes(app: FastAPI) -> None:
         return Response(status_code=200, headers={"ETag": f'"{info.etag}"'})
 
     @app.get("/_storage/download/{file_id}", tags=["storage"], summary="Pre-signed download (supports Range)")
-    async def download(request: Request, file_id: uuid.UUID, expires: Expires = None,
-                       signature: Signature = None) -> Response:
+    async def download(request: Request, file_id: uuid.UUID, algorithm: Algorithm = None,
+                       credential: Credential = None, date: AmzDate = None, expires: AmzExpires = None,
+                       signed_headers: SignedHeaders = None, signature: Signature = None) -> Response:
         """Normally answered before routing by ``downloads.StorageFastPath``; this route documents it."""
         return _DownloadResponse(request.app.state.runtime)
 

@@ -1,24 +1,31 @@
 """Pre-signed download URLs as a plain ASGI handler: the storage hot path.
 
-``GET /_storage/download/{file_id}?expires=..&signature=..`` is answered here without FastAPI's routing,
+``GET /_storage/download/{file_id}?X-Amz-...`` (an S3-style presigned URL on the storage port) is answered here without FastAPI's routing,
 dependency and validation machinery (which costs more than the rest of a small range request). The FastAPI
 route of the same path (kept for the OpenAPI document) delegates to the same function.
 
-Behaviour follows cloud object stores: the signature binds method and file (so HEAD is refused with 403),
+Behaviour follows cloud object stores: the signature binds method, object and host (so HEAD is refused with 403;
+a wrong signature is ``SignatureDoesNotMatch``, an expired URL ``AccessDenied``/``Request has expired``),
 single byte ranges get 206 with ``Content-Range``, unsatisfiable ranges 416, multiple ranges the whole object,
 ``If-None-Match`` 304 and ``If-Range`` are honoured, errors are small XML documents.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qs
 
-from fusion_stac.emulator.storage import content_disposition, parse_range, send_file_body, storage_error_xml
+from fusion_stac.emulator.storage import (
+    STORAGE_PATH,
+    content_disposition,
+    parse_range,
+    send_file_body,
+    storage_error_xml,
+)
 from fusion_stac.emulator.transport import send_with_sendfile, zero_copy_protocol
 
 Scope = MutableMapping[str, Any]
@@ -52,17 +59,15 @@ async def serve_download(runtime: Any, scope: Scope, receive: Receive, send: Sen
     except ValueError:
         await _xml(send, 400, "InvalidArgument", f"file_id is not a valid UUID: {raw_id!r}", path, head=head)
         return
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    reason = platform.signer.check(method, file_id, (query.get("expires") or [None])[0],
-                                   (query.get("signature") or [None])[0])
-    if reason is not None:
-        await _xml(send, 403, "AccessDenied", reason, path, head=head)
+    request_headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    refusal = platform.signer.check(method, path, scope.get("query_string", b"").decode("latin-1"), request_headers)
+    if refusal is not None:
+        await _xml(send, refusal.status, refusal.code, refusal.message, path, head=head)
         return
     info = platform.blobs.info(file_id)
     if info is None:
         await _xml(send, 404, "NoSuchKey", "The specified key does not exist.", path)
         return
-    request_headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     etag = f'"{info.etag}"'
     headers = [
         (b"etag", etag.encode()),
@@ -111,14 +116,35 @@ async def serve_download(runtime: Any, scope: Scope, receive: Receive, send: Sen
 
 
 class StorageFastPath:
-    """ASGI wrapper: download URLs go straight to :func:`serve_download`, everything else to the app."""
+    """ASGI wrapper: download URLs go straight to :func:`serve_download`, everything else to the app.
+
+    Storage and API have a listening port each (``runtime.storage_endpoint``): a storage path on the
+    API's port, or an API path on the storage port, is answered 404 as by two different hosts.
+    """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], runtime: Any) -> None:
         self.app = app
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = getattr(self.runtime, "storage_endpoint", None)
+        if scope["type"] == "http" and endpoint is not None:
+            local = scope.get("server") or (None, None)
+            if not endpoint.serves(local[1], scope["path"]):
+                await _wrong_host(scope, send)
+                return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
             await serve_download(self.runtime, scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+async def _wrong_host(scope: Scope, send: Send) -> None:
+    """404 for a path the listener does not serve, in the style of the host it reached."""
+    path = scope["path"]
+    head = scope["method"] == "HEAD"
+    if path.startswith(STORAGE_PATH):  # storage asked on the API's port
+        body = b"" if head else json.dumps({"error_message": f"No such endpoint: {scope['method']} {path}"}).encode()
+        await _respond(send, 404, [(b"content-type", b"application/json")], body)
+    else:  # the API asked on the storage port
+        await _xml(send, 404, "NoSuchKey", "The specified key does not exist.", path, head=head)

@@ -50,8 +50,14 @@ def list_response(
 
 
 def base_url(request: Request) -> str:
-    """The URL the caller reached the emulator at (for the storage URLs it is handed)."""
+    """The URL the caller reached the emulator at."""
     return str(request.base_url).rstrip("/")
+
+
+def storage_base_url(request: Request) -> str:
+    """The storage base URL for the signed URLs this caller is handed (see ``StorageEndpoint``)."""
+    endpoint = getattr(request.app.state.runtime, "storage_endpoint", None)
+    return endpoint.base_for(base_url(request)) if endpoint is not None else base_url(request)
 
 
 def auth(request: Request,

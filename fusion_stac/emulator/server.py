@@ -2,8 +2,10 @@
 
 The server is uvicorn with its pure-Python h11 protocol, subclassed only to register each connection's
 transport (needed to inject connection resets and truncated bodies). In-process, uvicorn runs in a
-background thread on a socket bound before start, so ``emu.url`` is known immediately and ``port=0``
-picks a free port.
+background thread on sockets bound before start, so ``emu.url`` is known immediately and ``port=0``
+picks a free port. One uvicorn server listens on two sockets: the API (``emu.url``) and storage
+(``emu.storage_url``, where the pre-signed URLs point), each port answering only its own paths, as the
+platform's API and its cloud storage are two hosts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fusion_stac.emulator.core import Platform
 from fusion_stac.emulator.downloads import StorageFastPath
 from fusion_stac.emulator.faults import FaultConfig, FaultMiddleware, FaultState, Stats
 from fusion_stac.emulator.settings import EmulatorSettings
+from fusion_stac.emulator.storage import StorageEndpoint, normalise_base
 from fusion_stac.emulator.transport import TransportRegistry, make_tracking_protocol
 
 logger = logging.getLogger("fusion_stac.emulator")
@@ -45,6 +48,7 @@ class Runtime:
     faults: FaultState
     stats: Stats
     registry: TransportRegistry | None = None
+    storage_endpoint: StorageEndpoint | None = None
 
 
 class Emulator:
@@ -62,6 +66,8 @@ class Emulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        storage_port: int = 0,
+        storage_base_url: str | None = None,
         token_lifetime: float = 86400.0,
         url_lifetime: float = 3600.0,
         slice_size_m: float = 20000.0,
@@ -83,6 +89,7 @@ class Emulator:
         else:
             self.settings = EmulatorSettings(
                 data_dir=Path(data_dir) if data_dir is not None else None, host=host, port=port,
+                storage_port=storage_port, storage_base_url=storage_base_url,
                 token_lifetime=token_lifetime, url_lifetime=url_lifetime, slice_size_m=slice_size_m,
                 max_region_m=max_region_m, resolution_m=resolution_m, execution_duration=execution_duration,
                 seed=seed, api_faults=api_faults or FaultConfig(), storage_faults=storage_faults or FaultConfig(),
@@ -93,8 +100,11 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
+        self._storage_socket: socket.socket | None = None
         self._runtime: Runtime | None = None
         self._port: int | None = None
+        self._storage_port: int | None = None
+        self._storage_routes: dict[str, str] = {}
         self.stats_counter = Stats()
         self.registry = TransportRegistry()
 
@@ -114,10 +124,28 @@ class Emulator:
         """Base URL of the running server, e.g. ``http://127.0.0.1:54321``."""
         if self._port is None:
             raise RuntimeError("the emulator is not running")
-        host = self.settings.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self._port}"
+        return _url(self.settings.host, self._port)
+
+    @property
+    def storage_url(self) -> str:
+        """Base URL of the storage listener (where signed URLs point unless routed elsewhere)."""
+        if self._storage_port is None:
+            raise RuntimeError("the emulator is not running")
+        return _url(self.settings.host, self._storage_port)
+
+    def route_storage(self, api_url: str, storage_url: str | None) -> None:
+        """Callers that reach the API at ``api_url`` get signed URLs on ``storage_url`` (``None``: undo).
+
+        For a proxy put in front of both listeners (``benchmarks/_faultproxy.py``): its callers then
+        download and upload through it too, while callers of ``emu.url`` still go to ``emu.storage_url``.
+        The signature covers the host, so ``storage_url`` must be where requests arrive with that
+        ``Host`` (a proxy that forwards ``Host`` unchanged).
+        """
+        key = normalise_base(api_url)
+        if storage_url is None:
+            self._storage_routes.pop(key, None)
+        else:
+            self._storage_routes[key] = storage_url.rstrip("/")
 
     @property
     def platform(self) -> Platform:
@@ -135,8 +163,9 @@ class Emulator:
                             api_latency=self.settings.api_latency, storage_latency=self.settings.storage_latency,
                             seed=self.settings.seed)
         processes = Processes(platform)
+        endpoint = StorageEndpoint(base_url=self.settings.storage_base_url, routes=self._storage_routes)
         self._runtime = Runtime(platform=platform, processes=processes, faults=faults, stats=self.stats_counter,
-                                registry=self.registry)
+                                registry=self.registry, storage_endpoint=endpoint)
         app = create_app(self._runtime)
         fast = StorageFastPath(app, self._runtime)
         return FaultMiddleware(fast, state=faults, stats=self.stats_counter, registry=self.registry,
@@ -159,12 +188,22 @@ class Emulator:
             raise RuntimeError("the emulator is already running")
         sock = _bind(self.settings.host, self.settings.port)
         try:
-            app = self.build_app()
+            storage_sock = _bind(self.settings.host, self.settings.storage_port)
         except BaseException:
             sock.close()
             raise
+        try:
+            app = self.build_app()
+        except BaseException:
+            sock.close()
+            storage_sock.close()
+            raise
         self._socket = sock
+        self._storage_socket = storage_sock
         self._port = sock.getsockname()[1]
+        self._storage_port = storage_sock.getsockname()[1]
+        assert self._runtime is not None and self._runtime.storage_endpoint is not None
+        self._runtime.storage_endpoint.port = self._storage_port
         self._server = uvicorn.Server(self.uvicorn_config(app))
         # signals belong to the host program (uvicorn before 0.29 installed handlers from any thread)
         self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign,unused-ignore]
@@ -182,8 +221,8 @@ class Emulator:
         return self
 
     def _serve(self) -> None:
-        assert self._server is not None and self._socket is not None
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        assert self._server is not None and self._socket is not None and self._storage_socket is not None
+        asyncio.run(self._server.serve(sockets=[self._socket, self._storage_socket]))
 
     def stop(self) -> None:
         """Stop the server and background work; remove the temporary data directory if one was used."""
@@ -193,15 +232,18 @@ class Emulator:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if self._socket is not None:
-            self._socket.close()
+        for sock in (self._socket, self._storage_socket):
+            if sock is not None:
+                sock.close()
         if self._runtime is not None:
             self._runtime.platform.close()
         self._thread = None
         self._server = None
         self._socket = None
+        self._storage_socket = None
         self._runtime = None
         self._port = None
+        self._storage_port = None
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
@@ -262,24 +304,32 @@ class Emulator:
 def serve_forever(settings: EmulatorSettings, announce: Any = None) -> None:
     """Run the emulator in the foreground until interrupted (used by the CLI).
 
-    Binds the socket first (so a busy port fails fast with ``OSError``), then calls ``announce(url)``.
+    Binds the sockets first (so a busy port fails fast with ``OSError``), then calls ``announce(url)``
+    with the API's URL (the storage URL is logged).
     """
     emulator = Emulator(settings=settings)
     sock = _bind(settings.host, settings.port)
+    try:
+        storage_sock = _bind(settings.host, settings.storage_port)
+    except BaseException:
+        sock.close()
+        raise
     app = emulator.build_app()
-    assert emulator._runtime is not None
     runtime = emulator._runtime
+    assert runtime is not None and runtime.storage_endpoint is not None
+    runtime.storage_endpoint.port = storage_sock.getsockname()[1]
     runtime.processes.start_background()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    logger.info("storage (pre-signed URLs) on %s", _url(settings.host, storage_sock.getsockname()[1]))
     if announce is not None:
-        announce(f"http://{host}:{sock.getsockname()[1]}")
+        announce(_url(settings.host, sock.getsockname()[1]))
     server = _ForegroundServer(emulator.uvicorn_config(app))
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(server.serve(sockets=[sock, storage_sock]))
     finally:
         runtime.processes.shutdown()
         runtime.platform.close()
         sock.close()
+        storage_sock.close()
 
 
 class _ForegroundServer(uvicorn.Server):
@@ -301,6 +351,12 @@ class _ForegroundServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+def _url(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -15,6 +15,11 @@ class EmulatorSettings:
     """Everything that shapes the emulator's behaviour.
 
     ``data_dir``: where SQLite and stored files live (``None``: a temporary directory removed on stop).
+    ``host`` / ``port``: where the API listens (``port=0``: a free port).
+    ``storage_port``: where storage (the pre-signed URLs) listens, a port of its own as cloud storage is
+    another host than the API (0: a free port).
+    ``storage_base_url``: the base URL every signed URL names (``http://host:port``; default: the host
+    name the caller used for the API, with the storage port). For a proxy in front of storage.
     ``token_lifetime``: seconds an access token stays valid (the real platform: one day).
     ``url_lifetime``: seconds a pre-signed upload/download URL stays valid (real: up to one hour).
     ``slice_size_m`` / ``max_region_m``: a region whose extent exceeds ``max_region_m`` is cut into a grid
@@ -32,6 +37,8 @@ class EmulatorSettings:
     data_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    storage_port: int = 0
+    storage_base_url: str | None = None
     token_lifetime: float = 86400.0
     url_lifetime: float = 3600.0
     slice_size_m: float = 20000.0
@@ -59,8 +66,14 @@ class EmulatorSettings:
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
                 raise ValueError(f"EmulatorSettings.{name} must be a non-negative number, got {value!r}")
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ValueError(f"EmulatorSettings.port must be an integer in 0..65535, got {self.port!r}")
+        for name in ("port", "storage_port"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+                raise ValueError(f"EmulatorSettings.{name} must be an integer in 0..65535, got {value!r}")
+        if self.port and self.port == self.storage_port:
+            raise ValueError("EmulatorSettings.storage_port must differ from port (storage has a port of its own)")
+        if self.storage_base_url is not None:
+            object.__setattr__(self, "storage_base_url", _base_url(self.storage_base_url))
         if not isinstance(self.seed, int):
             raise ValueError(f"EmulatorSettings.seed must be an integer, got {self.seed!r}")
         if self.slice_size_m > self.max_region_m:
@@ -78,3 +91,14 @@ class EmulatorSettings:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _base_url(value: Any) -> str:
+    """``scheme://host[:port]`` (no path, query or fragment), without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment:
+        raise ValueError(f"EmulatorSettings.storage_base_url must be http(s)://host[:port], got {value!r}")
+    return text

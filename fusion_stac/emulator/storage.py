@@ -6,13 +6,17 @@ reference it: deleting a data item only marks its blobs orphaned with a ``keep_u
 the expiry of the last URL issued for them, and :meth:`BlobStore.collect_garbage` removes them later. This is
 what lets the official SDK's quick example download outputs after it has deleted the process.
 
-Pre-signed URLs look like cloud-storage URLs: ``/_storage/<method>/<file_id>?expires=<unix>&signature=<hex>``.
-The signature is an HMAC-SHA256 over method, file id and expiry with a secret generated per data directory,
-so a URL is bound to one file and one HTTP method and stops working when it expires.
+Pre-signed URLs are S3 presigned URLs in form (query-string SigV4, see :class:`UrlSigner`), on the storage
+host of the emulator (a port of its own, as cloud storage is another host than the API):
+``http://<storage host>/_storage/<download|upload>/<file_id>?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=..
+&X-Amz-Date=..&X-Amz-Expires=..&X-Amz-SignedHeaders=host&X-Amz-Signature=..``. The signing key derives from a
+secret generated per data directory, so a URL is bound to one file, one HTTP method and one host, and stops
+working when it expires. :class:`StorageEndpoint` decides which host the URLs name.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import math
@@ -22,10 +26,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import anyio
 
@@ -75,37 +80,199 @@ class BlobInfo:
     modified: float = 0.0
 
 
+#: Region and service named in the credential scope of signed URLs (the platform's storage is in London).
+REGION = "eu-west-2"
+SERVICE = "s3"
+ALGORITHM = "AWS4-HMAC-SHA256"
+#: The longest lifetime S3 accepts for a pre-signed URL (one week).
+MAX_EXPIRES = 604800
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_REQUIRED = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+             "X-Amz-Signature")
+
+
+def _uri_encode(text: str, *, encode_slash: bool = True) -> str:
+    """SigV4 URI encoding: every byte but ``A-Za-z0-9-_.~`` percent-encoded (``/`` kept in paths)."""
+    return quote(text, safe="-_.~" if encode_slash else "-_.~/")
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why storage refuses a signed request: HTTP status, S3 error code and message."""
+
+    status: int
+    code: str
+    message: str
+
+
 class UrlSigner:
-    """Creates and checks HMAC-signed storage URLs."""
+    """Creates and checks pre-signed storage URLs in the form of S3's query-string SigV4.
 
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+    A URL carries ``X-Amz-Algorithm=AWS4-HMAC-SHA256``, ``X-Amz-Credential`` (access key and scope
+    ``<yyyymmdd>/eu-west-2/s3/aws4_request``), ``X-Amz-Date`` (``YYYYMMDDTHHMMSSZ``, UTC),
+    ``X-Amz-Expires`` (seconds), ``X-Amz-SignedHeaders=host`` and ``X-Amz-Signature``: the hex
+    HMAC-SHA256, with a key derived from a per-data-directory secret, of the canonical request
+    (method, path, the other parameters sorted, the ``Host`` header). A URL is therefore bound to one
+    method, one object, one host and one lifetime, like a real presigned URL.
+    """
 
-    def _signature(self, method: str, file_id: str, expires: int) -> str:
-        message = f"{method.upper()}\n{file_id}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+    def __init__(self, secret: bytes, *, access_key: str | None = None, secret_key: str | None = None,
+                 region: str = REGION) -> None:
+        self._secret_key = secret_key or hmac.new(secret, b"secret-access-key", hashlib.sha256).hexdigest()
+        self.access_key = access_key or (
+            "AKIA" + hmac.new(secret, b"access-key-id", hashlib.sha256).hexdigest()[:16].upper())
+        self.region = region
 
-    def sign(self, base_url: str, method: str, file_id: str, lifetime: float) -> tuple[str, int]:
-        """(absolute URL, expiry as unix seconds) for ``method`` on ``file_id``."""
-        expires = math.ceil(time.time() + lifetime)
+    def _signature(self, method: str, path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
+                   signed_headers: list[str], amz_date: str) -> str:
+        day = amz_date[:8]
+        canonical_query = "&".join(
+            f"{_uri_encode(k)}={_uri_encode(v)}" for k, v in sorted(query) if k != "X-Amz-Signature")
+        canonical_headers = "".join(f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in signed_headers)
+        canonical = "\n".join([method.upper(), _uri_encode(path, encode_slash=False), canonical_query, canonical_headers,
+                               ";".join(signed_headers), "UNSIGNED-PAYLOAD"])
+        scope = f"{day}/{self.region}/{SERVICE}/aws4_request"
+        to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key = _hmac(f"AWS4{self._secret_key}".encode(), day)
+        for part in (self.region, SERVICE, "aws4_request"):
+            key = _hmac(key, part)
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, base_url: str, method: str, file_id: str, lifetime: float,
+             now: float | None = None) -> tuple[str, int]:
+        """(absolute URL on ``base_url``, expiry as unix seconds) for ``method`` on ``file_id``.
+
+        The URL lives at least ``lifetime`` seconds (``X-Amz-Expires`` is whole seconds from
+        ``X-Amz-Date``, which is whole seconds too).
+        """
+        now = time.time() if now is None else now
+        issued = math.floor(now)
+        expires = max(1, math.ceil(now + lifetime) - issued)
+        amz_date = time.strftime(_AMZ_DATE, time.gmtime(issued))
         kind = "upload" if method.upper() == "PUT" else "download"
-        signature = self._signature(method, file_id, expires)
-        return f"{base_url}/_storage/{kind}/{file_id}?expires={expires}&signature={signature}", expires
+        parts = urlsplit(base_url)
+        path = f"{parts.path.rstrip('/')}/_storage/{kind}/{file_id}"
+        query = [
+            ("X-Amz-Algorithm", ALGORITHM),
+            ("X-Amz-Credential", f"{self.access_key}/{amz_date[:8]}/{self.region}/{SERVICE}/aws4_request"),
+            ("X-Amz-Date", amz_date),
+            ("X-Amz-Expires", str(expires)),
+            ("X-Amz-SignedHeaders", "host"),
+        ]
+        signature = self._signature(method, path, query, {"host": parts.netloc.lower()}, ["host"], amz_date)
+        query.append(("X-Amz-Signature", signature))
+        text = "&".join(f"{k}={_uri_encode(v)}" for k, v in query)
+        return f"{parts.scheme}://{parts.netloc}{path}?{text}", issued + expires
 
-    def check(self, method: str, file_id: str, expires: str | None, signature: str | None) -> str | None:
-        """None when the URL is valid for ``method``, else the reason it is refused."""
-        if not expires or not signature:
-            return "Query-string authentication requires the expires and signature parameters"
+    def check(self, method: str, path: str, query_string: str, headers: Mapping[str, str],
+              now: float | None = None) -> Refusal | None:
+        """None when the request is validly signed and not expired, else why storage refuses it.
+
+        ``headers`` maps lower-case header names to values (``host`` at least). Like S3: no
+        signature at all is 403 ``AccessDenied``; malformed parameters 400
+        ``AuthorizationQueryParametersError``; a wrong signature (any parameter, the path, the
+        method or the host changed) 403 ``SignatureDoesNotMatch``; an expired URL 403 ``AccessDenied``.
+        """
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            params.setdefault(key, value)
+        if not any(key in params for key in _REQUIRED):
+            return Refusal(403, "AccessDenied", "Access Denied")
+        missing = [key for key in _REQUIRED if not params.get(key)]
+        if missing:
+            return Refusal(400, "AuthorizationQueryParametersError",
+                           "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+                           "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.")
+        if params["X-Amz-Algorithm"] != ALGORITHM:
+            return Refusal(400, "AuthorizationQueryParametersError",
+                           f'X-Amz-Algorithm only supports "{ALGORITHM}"')
+        amz_date = params["X-Amz-Date"]
         try:
-            expiry = int(expires)
+            issued = calendar.timegm(time.strptime(amz_date, _AMZ_DATE))
         except ValueError:
-            return "Invalid expires parameter"
-        expected = self._signature(method, file_id, expiry)
-        if not hmac.compare_digest(expected, signature.lower()):
-            return "The request signature we calculated does not match the signature you provided"
-        if expiry < time.time():
-            return "Request has expired"
+            return Refusal(400, "AuthorizationQueryParametersError",
+                           "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+        text = params["X-Amz-Expires"]
+        if not text.isdigit():
+            return Refusal(400, "AuthorizationQueryParametersError", "X-Amz-Expires should be a number")
+        expires = int(text)
+        if expires > MAX_EXPIRES:
+            return Refusal(400, "AuthorizationQueryParametersError",
+                           f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_EXPIRES}")
+        credential = params["X-Amz-Credential"].split("/")
+        if len(credential) != 5 or credential[4] != "aws4_request":
+            return Refusal(400, "AuthorizationQueryParametersError",
+                           "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; "
+                           'expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".')
+        if credential[0] != self.access_key:
+            return Refusal(403, "InvalidAccessKeyId",
+                           "The AWS Access Key Id you provided does not exist in our records.")
+        signed_headers = params["X-Amz-SignedHeaders"].lower().split(";")
+        if "host" not in signed_headers or credential[1:4] != [amz_date[:8], self.region, SERVICE]:
+            return _MISMATCH
+        expected = self._signature(method, path, pairs, headers, signed_headers, amz_date)
+        if not hmac.compare_digest(expected, params["X-Amz-Signature"].lower()):
+            return _MISMATCH
+        now = time.time() if now is None else now
+        if now > issued + expires:
+            return Refusal(403, "AccessDenied", "Request has expired")
         return None
+
+
+_MISMATCH = Refusal(403, "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the signature you provided. "
+                    "Check your key and signing method.")
+
+
+@dataclass
+class StorageEndpoint:
+    """Which host signed storage URLs name, and which listening port serves storage.
+
+    ``port``: the port of the storage listener (``None``: no listener of its own; URLs then name the
+    host the API was reached at, and the API's listener serves storage too).
+    ``base_url``: one fixed base URL for every storage URL (``EmulatorSettings.storage_base_url``).
+    ``routes``: the base URL at which a caller reached the API -> the base URL its storage URLs name,
+    for something put in front of both listeners (a proxy): see ``Emulator.route_storage``.
+    Otherwise URLs name the host name the caller used for the API, with the storage port.
+    """
+
+    port: int | None = None
+    base_url: str | None = None
+    routes: dict[str, str] = field(default_factory=dict)
+
+    def base_for(self, api_base: str) -> str:
+        """The storage base URL for a caller that reached the API at ``api_base``."""
+        routed = self.routes.get(normalise_base(api_base))
+        if routed is not None:
+            return routed
+        if self.base_url is not None:
+            return self.base_url
+        if self.port is None:
+            return api_base.rstrip("/")
+        parts = urlsplit(api_base)
+        host = parts.hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{parts.scheme or 'http'}://{host}:{self.port}"
+
+    def serves(self, local_port: int | None, path: str) -> bool:
+        """Whether a listener on ``local_port`` answers ``path`` (storage and API have a port each)."""
+        if self.port is None or local_port is None:
+            return True
+        return (local_port == self.port) == path.startswith(STORAGE_PATH)
+
+
+STORAGE_PATH = "/_storage/"
+
+
+def normalise_base(url: str) -> str:
+    """``scheme://host:port`` of a base URL, lower-cased, without a trailing slash."""
+    return url.strip().rstrip("/").lower()
 
 
 class BlobStore:

@@ -4,8 +4,8 @@
   built on demand through a :class:`~fusion_stac.stac.io.FusionStacIO` attached to its root;
 * :func:`search` — items across organisations, pushing names, ids and time to the API listings
   and filtering the rest (bbox, datetime, text, properties) locally;
-* :func:`export_catalog` — a self-contained static catalog written atomically, its assets linked
-  or downloaded (concurrently, size- and checksum-verified).
+* :func:`export_catalog` — a self-contained static catalog written atomically, its assets linked,
+  downloaded (concurrently, size- and checksum-verified) or pointed at an asset gateway.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pystac
 
@@ -28,6 +29,7 @@ from fusion_stac import _urls
 from fusion_stac.errors import FusionError, NotFoundError, ValidationError
 from fusion_stac.models import DataFile, ProcessExecution, parse_datetime
 from fusion_stac.stac import mapping
+from fusion_stac.stac._objects import FusionCatalog, FusionCollection
 from fusion_stac.stac.bbox import bbox_intersects, check_bbox
 from fusion_stac.stac.io import (
     ROOT_HREF,
@@ -43,11 +45,15 @@ from fusion_stac.stac.io import (
     uploads_href,
 )
 
-__all__ = ["GDAL_GET_ONLY", "export_catalog", "open_catalog", "resolve_href", "search"]
+__all__ = ["ASSET_MODES", "GDAL_GET_ONLY", "export_catalog", "gateway_asset_href", "open_catalog", "resolve_href",
+           "search"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
+AssetMode = Literal["link", "download", "gateway"]
+#: What :func:`export_catalog` can make of asset hrefs.
+ASSET_MODES: tuple[str, ...] = ("link", "download", "gateway")
 
 #: GDAL settings for reading pre-signed URLs (``asset_hrefs="signed"``), which answer GET only:
 #: ``with rasterio.Env(**GDAL_GET_ONLY): odc.stac.load(items, ...)``.
@@ -187,8 +193,14 @@ def open_catalog(
                       include_intermediate=include_intermediate, root_href=href)
     io.seed(seen)
     kind = parse_stac_href(href).kind
-    cls = pystac.Catalog if kind == "catalog" else pystac.Collection
-    return cls.from_file(href, stac_io=io)
+    cls: type[pystac.Catalog] = FusionCatalog if kind == "catalog" else FusionCollection
+    catalog = cls.from_file(href, stac_io=io)
+    # The node opened is the root of the StacIO's tree. pystac recognises that by comparing the root
+    # link's href with the one opened, after normalising only one of them, and "fusion://?stac=catalog"
+    # normalises to "fusion:?stac=catalog": without this, the whole platform's root link stays a
+    # string that every copy pystac saves would keep (normalize_and_save, full_copy).
+    catalog.set_root(catalog)
+    return catalog
 
 
 def stac_io_of(obj: pystac.STACObject) -> FusionStacIO:
@@ -504,7 +516,8 @@ def export_catalog(
     catalog: pystac.Catalog,
     dest: str | os.PathLike[str],
     *,
-    assets: Literal["link", "download"] = "link",
+    assets: AssetMode = "link",
+    gateway_url: str | None = None,
     progress: Progress | None = None,
     overwrite: bool = False,
     validate: bool = False,
@@ -512,10 +525,19 @@ def export_catalog(
 ) -> Path:
     """Write ``catalog`` (as opened by :func:`open_catalog`) as a self-contained static catalog at ``dest``.
 
-    ``assets="link"`` keeps asset hrefs as they are (``fusion://`` or signed ``https``);
-    ``assets="download"`` downloads every asset next to its item (concurrently, through the
-    client: resumed, re-signed on expiry, size-verified, SHA-256-verified when the platform gave a
-    checksum) and makes its href relative. The catalog is built in a temporary directory beside
+    ``assets`` chooses the asset hrefs:
+
+    * ``"link"`` keeps them as they are (``fusion://``, or signed ``https`` that expire with
+      ``fusion:href_expires`` for a catalog opened with ``asset_hrefs="signed"``);
+    * ``"download"`` downloads every asset next to its item (concurrently, through the client:
+      resumed, re-signed on expiry, size-verified, SHA-256-verified when the platform gave a
+      checksum) and makes its href relative;
+    * ``"gateway"`` points every asset at the asset gateway at ``gateway_url`` (``fusion-stac
+      serve``): ``{gateway_url}/assets/{organisation_id}/{data_id}/{file_id}``, a preview
+      ``.../preview``. The gateway answers each with a freshly signed redirect, so these links
+      never expire and any HTTP reader (GDAL, browsers) can open them; no ``fusion://`` href or
+      signed URL is left in the assets.
+ The catalog is built in a temporary directory beside
     ``dest`` and renamed into place: ``dest`` never holds a half-written catalog. With
     ``validate`` every document is checked against the STAC schemas (offline) before the rename.
     ``progress`` receives the fraction done (0.0 to 1.0). Returns the path of the root JSON file.
@@ -525,8 +547,12 @@ def export_catalog(
     already downloaded (size- and checksum-checked) and resumes partial ones. Two exports to the
     same ``dest`` at once are refused. An export that fails with an exception removes it.
     """
-    if assets not in ("link", "download"):
-        raise ValidationError(f"assets must be 'link' or 'download', not {assets!r}", field="assets")
+    if assets not in ASSET_MODES:
+        raise ValidationError(f"assets must be one of {', '.join(map(repr, ASSET_MODES))}, not {assets!r}",
+                              field="assets")
+    gateway = _gateway_base(gateway_url) if assets == "gateway" else None
+    if gateway_url is not None and assets != "gateway":
+        raise ValidationError(f"gateway_url is for assets='gateway', not {assets!r}", field="gateway_url")
     dest = Path(dest).absolute()
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
@@ -548,6 +574,8 @@ def export_catalog(
         if assets == "download":
             kept = _download_assets(client, copy, report, resolve_share, 0.95, max_workers)
             copy.make_all_asset_hrefs_relative()
+        elif gateway is not None:
+            _link_to_gateway(copy, gateway)
         copy.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=pystac.stac_io.DefaultStacIO())
         _prune(tmp, kept | _documents(copy))
         report.report(0.98)
@@ -566,6 +594,45 @@ def export_catalog(
             os.close(lock)
     report.report(1.0)
     return dest / copy_root_name(copy)
+
+
+def _gateway_base(url: str | None) -> str:
+    """The gateway's base URL, checked: ``http(s)://host[:port][/path]`` without query or fragment."""
+    if not url:
+        raise ValidationError("assets='gateway' needs gateway_url, the base URL of the asset gateway "
+                              "(e.g. http://localhost:8080 for `fusion-stac serve`)", field="gateway_url")
+    parts = urlsplit(str(url).strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValidationError(f"gateway_url must be an http(s) URL without query or fragment, not {url!r}",
+                              field="gateway_url")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def gateway_asset_href(gateway: str, organisation_id: str, data_id: str, file_id: str, *,
+                       preview: bool = False) -> str:
+    """The gateway's stable URL of a file (``preview``: of its PNG preview)."""
+    ids = "/".join(quote(str(part), safe="") for part in (organisation_id, data_id, file_id))
+    return f"{gateway}/assets/{ids}" + ("/preview" if preview else "")
+
+
+def _link_to_gateway(catalog: pystac.Catalog, gateway: str) -> None:
+    """Point every asset of every item at the gateway (and drop what only signed URLs need)."""
+    for item in catalog.get_items(recursive=True):
+        props = item.properties
+        org_id, data_id, file_id = (props.get(f"fusion:{key}") for key in ("organisation_id", "data_id", "file_id"))
+        for key, asset in item.assets.items():
+            if key == "data" and org_id and data_id and file_id:
+                asset.href = gateway_asset_href(gateway, org_id, data_id, file_id)
+            elif key == "thumbnail" and org_id and data_id and file_id:
+                asset.href = gateway_asset_href(gateway, org_id, data_id, file_id, preview=True)
+            elif asset.href.startswith(_urls.PREFIX) and _urls.parse(asset.href).file is not None:
+                fp = _urls.parse(asset.href)
+                asset.href = gateway_asset_href(gateway, fp.organisation or "", fp.data or "", fp.file or "")
+            else:
+                raise ValidationError(f"asset {key!r} of item {item.id} names no platform file; it cannot be "
+                                      "linked to the gateway", field="assets")
+            asset.extra_fields.pop("fusion:href_expires", None)
+            asset.extra_fields.pop("fusion:href", None)
 
 
 def _partial_dir(dest: Path) -> tuple[Path, int | None]:

@@ -60,6 +60,7 @@ from fusion_stac.models import (
 )
 from fusion_stac.stac import mapping
 from fusion_stac.stac._header import read_raster_info
+from fusion_stac.stac._objects import catalog_class
 
 __all__ = [
     "ROOT_HREF",
@@ -254,6 +255,17 @@ class FusionStacIO(DefaultStacIO):
         if not _is_fusion(href):
             return super().read_json(source, *args, **kwargs)
         return self.document(href)
+
+    def stac_object_from_dict(self, d: dict[str, Any], href: Any = None, root: Any = None,
+                              preserve_dict: bool = True) -> Any:
+        """pystac's, but catalogs and collections keep this StacIO when cloned (``full_copy``)."""
+        cls = catalog_class(d)
+        if cls is None:
+            return super().stac_object_from_dict(d, href, root, preserve_dict)
+        obj = cls.from_dict(d, href=None if href is None else str(href), root=root, migrate=True,
+                            preserve_dict=preserve_dict)
+        obj._stac_io = self
+        return obj
 
     def write_text(self, dest: Any, txt: str, *args: Any, **kwargs: Any) -> None:
         if _is_fusion(str(dest)):

@@ -62,8 +62,12 @@ def stored(emu: Any) -> tuple[str, str, DataFile, bytes]:
 
 @pytest.fixture()
 def proxy(emu: Any) -> Iterator[FaultProxy]:
-    with FaultProxy(emu.url, rate=0.0, seed=7, max_lifetime=120) as p:
-        yield p
+    with FaultProxy(emu.url, rate=0.0, seed=7, max_lifetime=120, storage_upstream=emu.storage_url) as p:
+        emu.route_storage(p.url, p.url)  # storage through the proxy too
+        try:
+            yield p
+        finally:
+            emu.route_storage(p.url, None)
 
 
 def _leftovers(directory: Path, final: Path) -> list[str]:

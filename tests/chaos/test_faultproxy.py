@@ -242,12 +242,15 @@ def test_seeded_and_counted_by_class(upstream: str) -> None:
 
 
 def test_emulator_signs_urls_through_the_proxy() -> None:
-    """The emulator builds signed URLs from the Host header: storage traffic comes back through the proxy."""
+    """Routed to the proxy (``emu.route_storage``), the emulator signs storage URLs for the proxy's host:
+    storage traffic comes back through the proxy, which forwards it to the emulator's storage port."""
     from fusion_stac.client import FusionClient
     from fusion_stac.emulator import Emulator
 
     region = Path(__file__).resolve().parents[2] / "fusion_stac" / "emulator" / "regions" / "thames.geojson"
-    with Emulator(execution_duration=0) as emu, FaultProxy(emu.url, rate=0.0) as proxy:
+    with Emulator(execution_duration=0) as emu, FaultProxy(emu.url, rate=0.0,
+                                                           storage_upstream=emu.storage_url) as proxy:
+        emu.route_storage(proxy.url, proxy.url)
         client = FusionClient(proxy.url, email="me@org.com", password="MyPassword123!")
         try:
             org = client.organisation().id

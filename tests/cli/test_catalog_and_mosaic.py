@@ -53,6 +53,27 @@ def test_export_an_organisation_with_links(cli: Run, world: World, tmp_path: Pat
     assert hrefs and all(h.startswith("fusion://") for h in hrefs if "thumbnail" not in h)
 
 
+def test_export_with_gateway_links(cli: Run, world: World, tmp_path: Path) -> None:
+    dest = tmp_path / "gw"
+    gateway = "http://localhost:8080"
+    result = cli("catalog", "export", str(dest), world.org_name, "--assets", "gateway", "--gateway-url", gateway)
+    assert result.code == 0, result.err
+    assert f"linked to the gateway at {gateway}" in result.out
+    catalog = _validate(dest / "catalog.json")
+    items = list(catalog.get_items(recursive=True))
+    assert items
+    for item in items:
+        prefix = f"{gateway}/assets/{world.org_id}/{item.properties['fusion:data_id']}/{item.id}"
+        assert item.assets["data"].href == prefix
+        if "thumbnail" in item.assets:
+            assert item.assets["thumbnail"].href == prefix + "/preview"
+    cli("catalog", "export", str(tmp_path / "a"), "--assets", "gateway").assert_one_line_error(2, "--gateway-url")
+    cli("catalog", "export", str(tmp_path / "b"), "--gateway-url", gateway).assert_one_line_error(2, "--assets gateway")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    usage = cli("catalog", "export", "--help")
+    assert "--gateway-url" in usage.out and "never expire" in usage.out
+
+
 def test_export_unknown_path(cli: Run, world: World, tmp_path: Path) -> None:
     cli("catalog", "export", str(tmp_path / "x"), world.process_url("00000000-0000-0000-0000-000000000000")).\
         assert_one_line_error(2)

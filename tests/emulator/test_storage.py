@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
 
-from fusion_stac.emulator.storage import parse_range
+from fusion_stac.emulator.storage import Refusal, UrlSigner, parse_range
+from fusion_stac.models import SignedURL
 
 from ._helpers import GLASGOW, ORG, Api, rectangle
 
@@ -92,24 +95,96 @@ def test_conditional_requests(stored: dict[str, Any]) -> None:
 def test_head_is_refused_like_a_cloud_presigned_get(stored: dict[str, Any]) -> None:
     response = requests.head(stored["url"])
     assert response.status_code == 403
-    assert requests.head(with_query(stored["url"], signature="0" * 64)).status_code == 403
+    assert requests.head(with_query(stored["url"], **{"X-Amz-Signature": "0" * 64})).status_code == 403
+
+
+def test_urls_are_s3_presigned_urls_on_a_storage_host_of_their_own(emulator: Any, stored: dict[str, Any]) -> None:
+    parts = urlsplit(stored["url"])
+    assert f"{parts.scheme}://{parts.netloc}" == emulator.storage_url != emulator.url
+    assert parts.path == f"/_storage/download/{stored['file_id']}"
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert list(query) == ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                           "X-Amz-SignedHeaders", "X-Amz-Signature"]
+    assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and query["X-Amz-SignedHeaders"] == "host"
+    issued = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    assert abs((datetime.now(timezone.utc) - issued).total_seconds()) < 120
+    assert 3600 <= int(query["X-Amz-Expires"]) <= 3601
+    key, day, region, service, terminal = query["X-Amz-Credential"].split("/")
+    assert key.startswith("AKIA") and day == query["X-Amz-Date"][:8] and (region, service, terminal) == (
+        "eu-west-2", "s3", "aws4_request")
+    assert re.fullmatch(r"[0-9a-f]{64}", query["X-Amz-Signature"])
+    # the client reads the expiry from the URL itself
+    assert SignedURL.issued(stored["url"]).expires_at == issued + timedelta(seconds=int(query["X-Amz-Expires"]))
+    # storage answers on its port only, the API on its own
+    on_api = requests.get(stored["url"].replace(emulator.storage_url, emulator.url))
+    assert on_api.status_code == 404 and "error_message" in on_api.json()
+    api_on_storage = requests.get(f"{emulator.storage_url}/organisations/{ORG}")
+    assert api_on_storage.status_code == 404 and b"<Code>NoSuchKey</Code>" in api_on_storage.content
+
+
+def test_signatures_are_aws_sigv4() -> None:
+    """The example of the S3 documentation ("Authenticating Requests: Using Query Parameters")."""
+    signer = UrlSigner(b"", access_key="AKIAIOSFODNN7EXAMPLE", secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                       region="us-east-1")
+    signature = "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+    query = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2F"
+             "aws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=")
+    host = {"host": "examplebucket.s3.amazonaws.com"}
+    issued = datetime(2013, 5, 24, tzinfo=timezone.utc).timestamp()
+    assert signer.check("GET", "/test.txt", query + signature, host, now=issued + 60) is None
+    assert signer.check("GET", "/test.txt", query + signature, host, now=issued + 86401) == Refusal(
+        403, "AccessDenied", "Request has expired")
+    assert signer.check("GET", "/test.txt", query + signature[:-1] + "5", host, now=issued + 60).code == (
+        "SignatureDoesNotMatch")
+    assert signer.check("GET", "/test.txt", query + signature, {"host": "elsewhere"}, now=issued + 60).code == (
+        "SignatureDoesNotMatch")
+    # and what it signs, it accepts
+    url, expiry = signer.sign("https://examplebucket.s3.amazonaws.com", "GET", "f", 60, now=issued)
+    parts = urlsplit(url)
+    assert expiry == issued + 60
+    assert signer.check("GET", parts.path, parts.query, host, now=issued + 59) is None
+    assert signer.check("PUT", parts.path, parts.query, host, now=issued + 59) is not None
+
+
+def _refusal(response: requests.Response) -> tuple[int, str]:
+    assert response.headers["Content-Type"].startswith("application/xml")
+    match = re.search(rb"<Code>(\w+)</Code>", response.content)
+    assert match is not None, response.content
+    return response.status_code, match.group(1).decode()
 
 
 def test_tampered_signature_expiry_or_file_is_refused(api: Api, stored: dict[str, Any]) -> None:
     url = stored["url"]
-    signature = parse_qs(urlsplit(url).query)["signature"][0]
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    signature = query["X-Amz-Signature"]
     flipped = ("0" if signature[0] != "0" else "1") + signature[1:]
     _other_id, other_files = api.create_data(ORG, "Other blob", [("other.bin", "Other", b"secret")])
     cross_file = url.replace(stored["file_id"], other_files[0])
-    expires = int(parse_qs(urlsplit(url).query)["expires"][0])
-    for bad in (with_query(url, signature=flipped), with_query(url, expires=str(expires + 3600)),
-                with_query(url, expires="soon"), url.split("?")[0], cross_file,
-                with_query(url, signature="")):
+    expires = int(query["X-Amz-Expires"])
+    mismatch = (403, "SignatureDoesNotMatch")
+    malformed = (400, "AuthorizationQueryParametersError")
+    cases = {
+        with_query(url, **{"X-Amz-Signature": flipped}): mismatch,
+        with_query(url, **{"X-Amz-Expires": str(expires + 3600)}): mismatch,
+        with_query(url, **{"X-Amz-Date": "20300101T000000Z"}): mismatch,
+        with_query(url, extra="1"): mismatch,
+        cross_file: mismatch,
+        with_query(url, **{"X-Amz-Expires": "soon"}): malformed,
+        with_query(url, **{"X-Amz-Date": "yesterday"}): malformed,
+        with_query(url, **{"X-Amz-Algorithm": "AWS4-HMAC-SHA1"}): malformed,
+        with_query(url, **{"X-Amz-Signature": ""}): malformed,
+        with_query(url, **{"X-Amz-Credential": "AKIAOTHER/" + query["X-Amz-Credential"].split("/", 1)[1]}):
+            (403, "InvalidAccessKeyId"),
+        url.split("?")[0]: (403, "AccessDenied"),
+    }
+    for bad, expected in cases.items():
         response = requests.get(bad)
-        assert response.status_code == 403, bad
-        assert response.headers["Content-Type"].startswith("application/xml")
-        assert b"<Code>AccessDenied</Code>" in response.content
+        assert _refusal(response) == expected, bad
         assert b"secret" not in response.content
+    # the signature covers the host: the same URL asked for under another name of the host is refused
+    parts = urlsplit(url)
+    response = requests.get(url, headers={"Host": f"localhost:{parts.port}"})
+    assert _refusal(response) == mismatch
 
 
 def test_urls_are_bound_to_their_method(api: Api, stored: dict[str, Any]) -> None:
@@ -131,8 +206,8 @@ def test_urls_expire(emulator: Any, api: Api, stored: dict[str, Any]) -> None:
         assert requests.get(short, headers={"Range": "bytes=0-0"}).status_code == 206
         time.sleep(2.1)
         response = requests.get(short)
-        assert response.status_code == 403
-        assert b"expired" in response.content
+        assert _refusal(response) == (403, "AccessDenied")
+        assert b"<Message>Request has expired</Message>" in response.content
     finally:
         emulator.configure(url_lifetime=3600)
 
@@ -267,3 +342,55 @@ def test_large_bodies_use_sendfile_and_survive_a_client_vanishing(api: Api, emul
         sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
     assert requests.get(url, headers={"Range": "bytes=-10"}).content == payload[-10:]
+
+
+def test_signed_urls_never_reach_a_message(stored: dict[str, Any]) -> None:
+    from fusion_stac.errors import redact, redact_url
+
+    query = {k: v[0] for k, v in parse_qs(urlsplit(stored["url"]).query).items()}
+    secrets = (query["X-Amz-Signature"], query["X-Amz-Credential"].split("/")[0])
+    for text in (redact(f"GET {stored['url']} failed"), redact_url(stored["url"]),
+                 redact("GET " + stored["url"].split("://", 1)[1].split("/", 1)[1] + " failed"),
+                 redact("X-Amz-Signature=" + secrets[0] + " X-Amz-Credential=" + query["X-Amz-Credential"])):
+        assert not any(secret in text for secret in secrets), text
+
+
+def test_storage_urls_can_be_routed_through_something_in_front(emulator: Any, api: Api,
+                                                               stored: dict[str, Any]) -> None:
+    """``route_storage``: callers of another API base URL (a proxy's) get URLs on another storage base."""
+    path = f"/organisations/{ORG}/data/{stored['data_id']}/download_file/{stored['file_id']}"
+    front = f"http://localhost:{urlsplit(emulator.url).port}"  # a second name for the API
+    emulator.route_storage(front, "http://front.invalid:9")
+    try:
+        routed = Api(front).ok("GET", path)["extras"]["url"]
+        direct = api.ok("GET", path)["extras"]["url"]
+    finally:
+        emulator.route_storage(front, None)
+    assert routed.startswith("http://front.invalid:9/_storage/download/")
+    assert direct.startswith(emulator.storage_url + "/_storage/download/")
+    # unrouted, the URL names the host name the caller used, with the storage port
+    by_name = Api(front).ok("GET", path)["extras"]["url"]
+    assert by_name.startswith(f"http://localhost:{urlsplit(emulator.storage_url).port}/_storage/")
+    assert requests.get(by_name).content == PAYLOAD
+
+
+def test_a_fixed_storage_base_url_and_port() -> None:
+    import socket
+
+    from fusion_stac.emulator import Emulator
+    from fusion_stac.emulator.settings import EmulatorSettings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Emulator(storage_port=port, storage_base_url="http://storage.example:8443/") as emu:
+        assert emu.storage_url == f"http://127.0.0.1:{port}"
+        api = Api(emu.url)
+        data_id, _ = api.create_data(ORG, "Fixed", [])
+        added = api.ok("POST", f"/organisations/{ORG}/data/{data_id}/add_file",
+                       json={"Data": {"name": "a.bin", "file_type": "Other"}})["extras"]
+        assert added["url"].startswith("http://storage.example:8443/_storage/upload/")
+    for bad in ({"storage_base_url": "storage.example"}, {"storage_base_url": "http://h/p"},
+                {"port": 8000, "storage_port": 8000}, {"storage_port": -1}):
+        with pytest.raises(ValueError):
+            EmulatorSettings(**bad)

@@ -421,7 +421,7 @@ def _secrets(fs: FusionFileSystem) -> list[bytes]:
 
     token = _session_token(fs.client)
     signed = fs.sign(fs.find(fs.ls("", detail=False)[0] + "/uploads/tables")[0])
-    signature = signed.split("signature=")[1].split("&")[0]
+    signature = signed.split("X-Amz-Signature=")[1].split("&")[0]
     assert token and signature
     return [PASSWORD.encode(), token.encode(), signature.encode()]
 

@@ -59,7 +59,7 @@ def secrets(emu: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
 
     def recording_sign(*args: Any, **kwargs: Any) -> Any:
         url, expires = sign(*args, **kwargs)
-        issued.add(*parse_qs(urlsplit(url).query).get("signature", []))
+        issued.add(*parse_qs(urlsplit(url).query).get("X-Amz-Signature", []))
         return url, expires
 
     def recording_issue(*args: Any, **kwargs: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pystac
 import pytest
 
-from fusion_stac.errors import FusionError
+from fusion_stac.errors import FusionError, ValidationError
 from fusion_stac.stac.catalog import export_catalog, open_catalog
 from fusion_stac.stac.validation import extension_schemas_available, offline_validation, schema_map
 
@@ -48,12 +49,16 @@ def stac_validator_ok(path: Path) -> tuple[bool, list[dict[str, Any]]]:
     return ok, messages
 
 
+GATEWAY = "http://gateway.example:8080/stac"
+
+
 @pytest.mark.parametrize("which", ["upload", "single", "group"])
-@pytest.mark.parametrize("assets", ["link", "download"])
+@pytest.mark.parametrize("assets", ["link", "download", "gateway"])
 def test_exports_validate_with_pystac_and_stac_validator(world: World, client: Any, tmp_path: Path, which: str,
                                                          assets: str) -> None:
     coll = open_catalog(client, _paths(world)[which])
-    out = export_catalog(coll, tmp_path / "cat", assets=assets)  # type: ignore[arg-type]
+    out = export_catalog(coll, tmp_path / "cat", assets=assets,  # type: ignore[arg-type]
+                         gateway_url=GATEWAY if assets == "gateway" else None)
     assert out == tmp_path / "cat" / "collection.json"
     written = pystac.read_file(str(out))
     assert isinstance(written, pystac.Collection)
@@ -72,6 +77,8 @@ def test_exports_validate_with_pystac_and_stac_validator(world: World, client: A
         for asset in doc.get("assets", {}).values():
             if assets == "download":
                 assert asset["href"].startswith("./") and (path.parent / asset["href"]).is_file()
+            elif assets == "gateway":
+                assert asset["href"].startswith(GATEWAY + "/assets/")
             else:
                 assert asset["href"].startswith("fusion://")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
@@ -172,3 +179,38 @@ def test_checksum_mismatch_is_caught(world: World, client: Any, tmp_path: Path, 
     with pytest.raises(FusionError, match="does not match its checksum"):
         export_catalog(coll, tmp_path / "cat", assets="download")
     assert not (tmp_path / "cat").exists()
+
+
+@pytest.mark.parametrize("asset_hrefs", ["fusion", "signed"])
+def test_gateway_export_links_every_asset_to_the_gateway(world: World, client: Any, tmp_path: Path,
+                                                         asset_hrefs: str) -> None:
+    """Whatever the catalog was opened with, every asset href is the gateway's stable URL of its file."""
+    root = open_catalog(client, world.org_id, asset_hrefs=asset_hrefs)  # type: ignore[arg-type]
+    out = export_catalog(root, tmp_path / "gw", assets="gateway", gateway_url=GATEWAY + "/", validate=True)
+    written = pystac.read_file(str(out))
+    assert isinstance(written, pystac.Catalog)
+    items = list(written.get_items(recursive=True))
+    assert len(items) >= 3 and any("thumbnail" in i.assets for i in items)
+    pattern = re.compile(re.escape(GATEWAY) + r"/assets/([0-9a-f-]{36})/([0-9a-f-]{36})/([0-9a-f-]{36})(/preview)?")
+    for item in items:
+        props = item.properties
+        ids = (props["fusion:organisation_id"], props["fusion:data_id"], props["fusion:file_id"])
+        for key, asset in item.assets.items():
+            match = pattern.fullmatch(asset.href)
+            assert match, asset.href
+            assert match.groups()[:3] == ids  # a preview is named by its file, like the API's download_file
+            assert (match.group(4) == "/preview") == (key == "thumbnail")
+            text = json.dumps(asset.to_dict())
+            assert "fusion://" not in text and "X-Amz" not in text and "?" not in text
+            assert "fusion:href_expires" not in asset.extra_fields and "fusion:href" not in asset.extra_fields
+    assert ids[0] == world.org_id
+
+
+def test_gateway_export_needs_a_gateway_url(world: World, client: Any, tmp_path: Path) -> None:
+    coll = open_catalog(client, _paths(world)["upload"])
+    for kwargs in ({"assets": "gateway"}, {"assets": "gateway", "gateway_url": "gateway.example"},
+                   {"assets": "gateway", "gateway_url": "http://g/?token=x"}, {"assets": "link", "gateway_url": GATEWAY},
+                   {"assets": "elsewhere"}):
+        with pytest.raises(ValidationError):
+            export_catalog(coll, tmp_path / "x", **kwargs)  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())
