@@ -228,16 +228,30 @@ def run_worker(peer: str, test: str, target: str, env: dict[str, str]) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def count_bytes(relay: CountingRelay, cases: list[tuple[str, str, str]], env: dict[str, str],
-                emu_url: str) -> dict[str, int]:
-    """Storage bytes delivered to each case's reader, through the relay (one run each)."""
-    relay_url = f"http://127.0.0.1:{relay.port}"
-    env = dict(env, FUSION_PLATFORM_API_URL=relay_url)
+def count_bytes(api_relay: CountingRelay, storage_relay: CountingRelay, cases: list[tuple[str, str, str]],
+                env: dict[str, str], emu: Any, resign: dict[str, tuple[str, str, str]]) -> dict[str, int]:
+    """Storage bytes delivered to each case's reader, through the relays (one run each).
+
+    The emulator serves storage on a port of its own, so there is a relay for each port, and the
+    emulator signs URLs for the storage relay (``route_storage``; a signature covers the host):
+    pre-signed targets are signed again through the API relay (``resign``: URL -> organisation,
+    data, file ids) and ``fusion://`` readers get the API relay as their API URL.
+    """
+    from fusion_stac.client import FusionClient
+
+    api_url = f"http://127.0.0.1:{api_relay.port}"
+    emu.route_storage(api_url, f"http://127.0.0.1:{storage_relay.port}")
+    env = dict(env, FUSION_PLATFORM_API_URL=api_url)
     out = {}
-    for peer, test, target in cases:
-        relay.reset()
-        run_worker(peer, test, target.replace(emu_url, relay_url), env)
-        out[f"{test}/{peer}"] = relay.reset()["storage"]
+    with FusionClient(api_url, email=EMAIL, password=PASSWORD) as client:
+        for peer, test, target in cases:
+            if target in resign:
+                target = client.download_url(*resign[target]).url
+            storage_relay.reset()
+            run_worker(peer, test, target, env)
+            counts = storage_relay.reset()
+            out[f"{test}/{peer}"] = counts["storage"] + counts["api"]  # everything on the storage port
+    emu.route_storage(api_url, None)
     return out
 
 
@@ -320,10 +334,13 @@ def main() -> None:
         cases += [(peer, "sequential", target) for peer, target in (
             ("curl", seq_signed), ("fusion-get", seq_short), ("fusion", seq_short), ("fsspec-http", seq_signed))]
         results = measure_all(emu, cases, env, args.runs)
-        relay = CountingRelay(int(emu.url.rsplit(":", 1)[1]))
-        for name, wire in count_bytes(relay, cases, env, emu.url).items():
+        api_relay = CountingRelay(int(emu.url.rsplit(":", 1)[1]))
+        storage_relay = CountingRelay(int(emu.storage_url.rsplit(":", 1)[1]))
+        resign = {signed: (org.id, data.id, dfile.file_id), seq_signed: (org.id, seq_data.id, seq_file.file_id)}
+        for name, wire in count_bytes(api_relay, storage_relay, cases, env, emu, resign).items():
             results[name]["bytes"] = wire
-        relay.close()
+        api_relay.close()
+        storage_relay.close()
         client.close()
 
     reference = results["window/vsicurl"]["checksum"]

@@ -135,8 +135,10 @@ class _Transfers(_Listing):
         # storage's ETag is one), partial beside the target keyed by file id and version, resumed,
         # locked against a second writer, synced and renamed into place.
         if outfile is not None:
+            # a file object gets what every read gets: each answer verified, the size checked (a
+            # download to a path is also MD5-checked before it is renamed into place)
             download_to(self._conn.transport, key, outfile, path=self._url(path), size=size,
-                        progress=callback.relative_update)
+                        progress=callback.relative_update, checksum=False)
             return
         download(self._conn.transport, key, os.fspath(lpath), path=self._url(path), size=size,
                  progress=callback.relative_update)

@@ -263,12 +263,16 @@ def download_to(
     cancel: threading.Event | None = None,
     trust_etag_md5: bool = True,
     chunk_size: int = CHUNK_SIZE,
+    checksum: bool = True,
 ) -> DownloadResult:
     """Stream the whole file into ``out`` (an open binary file), verified like :func:`download`.
 
     On an MD5 mismatch a seekable ``out`` is rewound to where it started, truncated and written once
     more; an unseekable one gets a :class:`ChecksumError` (its bytes are then not to be trusted).
     ``progress(n)`` gets the bytes written since the last call (negative when a rewind discards them).
+    ``checksum=False`` skips the MD5 (hashing costs about as much CPU as receiving the bytes): every
+    answer is still verified (status, ranges, lengths, version) and the byte count checked against
+    the size, as for any range read; a download to a path (:func:`download`) always hashes.
     """
     shown = path or key.url
     chunk_size = _chunk(chunk_size)
@@ -281,12 +285,12 @@ def download_to(
         if etag:
             pin.check(key, etag, shown)
         total = size if size is not None else _learn_size(transport, key, shown, pin)
-        hasher = hashlib.md5(usedforsecurity=False)
+        hasher: Any = hashlib.md5(usedforsecurity=False) if checksum else _NoHash()
         done = _Stream()
         _stream(transport, key, out, start=0, size=total, pin=pin, hasher=hasher, shown=shown,
                 progress=progress, cancel=cancel, chunk_size=chunk_size, before_first_write=None,
                 partial=None, done=done)
-        expected = _expected_md5(md5, done, pin, trust_etag_md5)
+        expected = _expected_md5(md5, done, pin, trust_etag_md5) if checksum else None
         digest = hasher.hexdigest()
         if expected is None or digest == expected:
             return DownloadResult(None, total, 0, done.received, digest, expected is not None, pin.etag)
@@ -298,6 +302,16 @@ def download_to(
             progress(-done.received)
     raise ChecksumError(f"{shown}: the downloaded bytes do not match the file's MD5 {expected} (got {digest})",
                         path=shown)
+
+
+class _NoHash:
+    """A hasher that does nothing (``download_to(..., checksum=False)``)."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
 
 
 # -- downloading to a path -------------------------------------------------------------------------------
