@@ -148,7 +148,7 @@ def render(node: Node, *, prefix: str = "", last: bool = True, top: bool = True)
     else:
         branch = "└── " if last else "├── "
         name = node.label if node.label is not None else _label(node.info)
-        details = node.info.get("details") if node.info.get("kind") == "group" else describe(node.info)
+        details = str(node.info.get("details") or "") if node.info.get("kind") == "group" else describe(node.info)
         if _shared_name(node.info):
             details = f"{details}  (name shared: use the id)"
         if node.info.get("kind") == "group":

@@ -99,7 +99,7 @@ def follow_run(ctx: Context, org: Any, process: Any, *, delays: Iterator[float],
         delay = next(delays)
         if timeout is not None and time.monotonic() - began + delay > timeout:
             raise CommandFailed(f"process {process.name!r} has not finished after {seconds(timeout)} (--timeout); "
-                                f"it goes on: fusion-stac ls {shlex.quote(process_url(org.name, process.id, 'latest'))}")
+                                f"it goes on: fusion-stac ls {shlex.quote(process_url(org.name or org.id, process.id, 'latest'))}")
         sleep(delay)
 
     while True:  # until the run is listed (all of its group)
@@ -114,7 +114,7 @@ def follow_run(ctx: Context, org: Any, process: Any, *, delays: Iterator[float],
         if head.group_id is not None:
             executions = list(client.iter_executions(org_id, process.id, group_id=head.group_id, reverse=False))
         else:
-            executions = [client.get_execution(org_id, head.process_execution_id)]
+            executions = [client.get_execution(org_id, str(head.process_execution_id))]  # listed runs have ids
         total = max(expected, len(executions), 1)
         progress(sum(min(e.progress or 0, 100) for e in executions) / (100.0 * total))
         if len(executions) >= expected and all(e.is_complete for e in executions):
@@ -151,11 +151,11 @@ def run(ctx: Context) -> int:
     if twin is not None:
         process = twin
         ctx.echo(f"Process {process.name!r} was created earlier and never run: executing it "
-                 f"({process_url(org.name, process.id)})")
+                 f"({process_url(org.name or org.id, process.id)})")
     else:
         data, _ = upload_files(ctx, org.id, f"{name} region", region, poll_interval=args.poll)
         process = draft.with_input(1, data).create()
-        ctx.echo(f"Process {process.name!r} created: {process_url(org.name, process.id)}")
+        ctx.echo(f"Process {process.name!r} created: {process_url(org.name or org.id, process.id)}")
         ctx.echo(f"  service {service.name} (version {service.version}); region {data.name!r} ({data.id})")
         for option in process.options:
             ctx.echo(f"  option {option.name} = {option.value}")
@@ -165,7 +165,7 @@ def run(ctx: Context) -> int:
         return 0
     if not args.wait:
         client.execute(org.id, process.id)
-        ctx.echo(f"Executing. Follow it with: fusion-stac ls {shlex.quote(process_url(org.name, process.id))}")
+        ctx.echo(f"Executing. Follow it with: fusion-stac ls {shlex.quote(process_url(org.name or org.id, process.id))}")
         return 0
     with ctx.fraction_bar(f"run {name}") as progress:
         client.execute(org.id, process.id)
@@ -177,5 +177,5 @@ def run(ctx: Context) -> int:
         ctx.echo(f"Finished in {took}: {len(slices)} slice(s) and {len(aggregators)} aggregator(s) succeeded.")
     else:
         ctx.echo(f"Finished in {took}.")
-    ctx.echo(f"Outputs: fusion-stac ls --depth 4 {shlex.quote(process_url(org.name, process.id, 'latest'))}")
+    ctx.echo(f"Outputs: fusion-stac ls --depth 5 {shlex.quote(process_url(org.name or org.id, process.id, 'latest'))}")
     return 0

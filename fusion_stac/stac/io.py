@@ -326,7 +326,7 @@ class FusionStacIO(DefaultStacIO):
         if level == "root" and kind == "catalog":
             return self._build_root()
         assert org is not None or level == "root"
-        if level == "organisation" and kind == "catalog":
+        if level == "organisation" and kind == "catalog" and org is not None:
             return self._build_organisation(self._org_id(org))
         if p.section == "uploads":
             if level == "section" and kind == "catalog":
