@@ -43,7 +43,7 @@ def test_every_command_has_help(offline_env: dict[str, str], name: str) -> None:
 def test_catalog_export_help(offline_env: dict[str, str]) -> None:
     result = run_cli(["catalog", "export", "--help"], env=offline_env)
     assert result.code == 0
-    assert "--assets {link,download}" in result.out
+    assert "--assets {link,download,gateway}" in result.out and "--gateway-url URL" in result.out
 
 
 def test_emulator_serve_help(offline_env: dict[str, str]) -> None:
