@@ -34,4 +34,5 @@ SUBSET=(
   tests/emulator/test_storage.py
   tests/emulator/test_geodata.py
 )
-"$VENV/bin/python" -m pytest -n 2 --dist loadgroup -q "${SUBSET[@]}" "$@"
+# mypy's verdict is about our code, not about the lowest versions: the main run checks it
+"$VENV/bin/python" -m pytest -n 2 --dist loadgroup -q "${SUBSET[@]}" --ignore=tests/unit/test_typing.py "$@"
