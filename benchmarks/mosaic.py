@@ -1,41 +1,45 @@
-"""``open_mosaic`` next to a GDAL VRT, odc-stac, rioxarray and "download + rasterio.merge".
+"""``open_mosaic`` next to a GDAL VRT, odc-stac, stackstac and ``rasterio.merge``, as users really run it.
 
-Claims (issue 6): over one group of 4 x 4 float32 COG slices of 2048 x 2048 pixels, our mosaic
-reads the full extent and the whole mosaic at 1/8 resolution within 1.1x the time of a GDAL VRT
-over the same signed URLs, a 1024 x 1024 window where four slices meet within 1.2x with at most 2
-requests per slice touched, and its peak memory stays within 1.5x of the output array.
+Data: one group of 4 x 4 float32 COG slices of 2048 x 2048 pixels (512-px DEFLATE tiles, overviews
+2/4/8), rendered by an in-process emulator (Elevation service over a square region of one UTM zone).
 
-Setup: an in-process emulator (execution_duration=0, slices of 2048 px at 30 m) runs the
-Elevation service over a square region cut into exactly 4 x 4 slices of one UTM zone (16 DEM
-COGs, 512-px DEFLATE tiles with internal overviews). The STAC items come from the STAC view; one
-signed URL per slice is taken for the peers. Each measurement runs in a **fresh Python process**
-(cold caches for everyone; imports, parsing the items and the login are done before the clock
-starts). Two times are taken: *read*, the SUMMARY's, and *open + read*. Opening is
-``rasterio.open`` of the VRT (GDAL parses it and sets up its PROJ context) and ``open_mosaic`` for
-ours (planning from metadata, no request; it also starts, in the background, the threads and the
-GDAL PROJ context the read will use, work that then overlaps the timed read); odc-stac, rioxarray
-and the download do everything in one call, all of it timed as the read. ``ours-api`` signs its
-URLs inside the read. Runs are interleaved across readers; figures are medians of ``--runs``. Requests and bytes are counted **on the emulator** (bytes served, so a GET
-that GDAL aborts after the headers still counts what was sent); peak memory is the worker's peak
-RSS (``VmHWM``) above its RSS just before the read.
+Three server settings, side by side in one run:
+  * ``static``: the same 16 files served by nginx on loopback (installed and started by this script when
+    missing: ``nginx`` on PATH, else ``apt-get install -y nginx`` when root, else a Python static server,
+    said so in the output), plain URLs, no added latency;
+  * ``emulator``: the emulator's storage port, S3-style presigned URLs;
+  * ``+20 ms``: the same with 20 ms added to every storage request (``storage_latency``), what an object
+    store in the same region costs per round trip.
 
-Readers (same output grid: the slices' own, EPSG:32630 at 30 m; 1/8: 240 m):
-  * ``ours``: ``open_mosaic(items=...)`` then ``.values`` (lazily indexed: one buffer, slices read
-    concurrently), over the same signed URLs as the peers (handed to it as its signer);
-    ``ours-dask``: the same with ``chunks={}`` computed by dask's threads; ``ours-api``: the
-    production path, which signs each URL through the API at read time (inside the timing: one
-    API request per slice, on top of the storage requests counted);
-  * ``vrt``: a VRT of ``/vsicurl/<signed URL>`` sources, read with rasterio
-    (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``, ``CPL_VSIL_CURL_USE_HEAD=NO``, multi-range and
-    merged consecutive ranges, ``VSI_CACHE``, ``GDAL_INGESTED_BYTES_AT_OPEN=32768``);
-  * ``odc-stac``: ``odc.stac.load`` of the items with signed hrefs (same GDAL settings);
-  * ``rioxarray``: ``rioxarray.merge.merge_arrays`` over ``open_rasterio(<signed URL>)`` arrays;
-  * ``download``: every slice downloaded (``requests``, one after the other) then
-    ``rasterio.merge.merge`` (full mosaic only).
+Three reads: ``full`` (the whole mosaic at 30 m), ``window`` (1024 x 1024 where four slices meet),
+``overview`` (the whole mosaic at 1/8 resolution, 240 m). Readers, all on the same URLs:
+  * ``ours``: ``open_mosaic(items=..., storage=SignerStorage(sign))`` + selection + ``.values``, the sign
+    function handing out the very URLs the peers get (nginx's for ``static``), **cold**: a new process with
+    an empty cache directory (``FUSION_STAC_CACHE_DIR``);
+  * ``ours-reopen``: the same in a new process after another process has opened and read the same
+    selection with the same cache directory (header and metadata caches warm; without such caches it
+    equals the cold read);
+  * ``vrt``: ``rasterio.open`` of a VRT of ``/vsicurl/<URL>`` sources + ``read`` (with
+    ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``, ``CPL_VSIL_CURL_USE_HEAD=NO``, multi-range, merged
+    consecutive ranges, ``VSI_CACHE``, ``GDAL_INGESTED_BYTES_AT_OPEN=32768``, as for every GDAL peer);
+  * ``odc-stac``: ``odc.stac.load`` of the items (hrefs: the URLs) on the output GeoBox + ``.values``;
+  * ``stackstac``: ``stackstac.stack`` of the items on the output grid, ``stackstac.mosaic`` + ``.values``;
+  * ``merge``: ``rasterio.merge.merge`` over the ``/vsicurl/`` URLs (bounds / resolution of the read).
 
-Run: ``python benchmarks/mosaic.py [--runs 3] [--slice-px 2048]``. The last line is
-``SUMMARY full_ratio_vrt=<x> window_ratio_vrt=<y> overview_ratio_vrt=<z> window_requests_per_slice=<n>
-peak_rss_ratio=<r>``.
+Every measurement runs in a **fresh Python process**; imports are done before the clock starts and the
+clock covers opening and reading (``time`` = open + read). Requests and bytes are counted by the server:
+nginx's access log (``$body_bytes_sent``) or the emulator's storage counters (body bytes actually sent,
+so a GET that GDAL aborts after the headers counts what the socket took, as with nginx). Peak memory is
+the worker's peak RSS (``VmHWM``) above its RSS just before opening. Runs are interleaved across readers;
+figures are medians of ``--runs``.
+
+Targets (ours / VRT time): static full <= 0.8, static window and overview <= 1.0 (cold); at 20 ms per
+request window and overview <= 0.6 cold and <= 0.4 reopened; a reopened window costs 1 request per slice
+touched; peak RSS <= 1.5x the output array.
+
+Run: ``python benchmarks/mosaic.py [--runs 5] [--slice-px 2048]``. The last line is ``SUMMARY
+static_full_vrt=<r> static_window_vrt=<r> static_overview_vrt=<r> lat20_window_vrt=<r>
+lat20_overview_vrt=<r> reopen_window_vrt=<r> reopen_requests_per_slice=<n> peak_rss_ratio=<r>``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +62,7 @@ EMAIL = "me@org.com"
 PASSWORD = "MyPassword123!"
 RES = 30.0  # the Elevation service's finest resolution
 GRID = 4
+LATENCY = 0.020
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_USE_HEAD": "NO",
@@ -65,15 +71,17 @@ GDAL_ENV = {
     "VSI_CACHE": "TRUE",
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
 }
-READERS = {
-    "full": ["ours", "ours-api", "ours-dask", "vrt", "odc-stac", "rioxarray", "download"],
-    "window": ["ours", "ours-api", "vrt", "odc-stac", "rioxarray"],
-    "overview": ["ours", "ours-api", "vrt", "odc-stac", "rioxarray"],
+SCENARIOS = {
+    "full": "the whole mosaic",
+    "window": "1024 x 1024 where 4 slices meet",
+    "overview": "the whole mosaic at 1/8 resolution",
 }
+READERS = ["ours", "ours-reopen", "vrt", "odc-stac", "stackstac", "merge"]
+SETTINGS = {"static": "static (nginx)", "emulator": "emulator storage", "lat20": "emulator + 20 ms/request"}
 
 
 # ------------------------------------------------------------------------------------------------
-# worker side: one read in a fresh process
+# worker side: one open + read in a fresh process
 
 
 def _grid(spec: dict[str, Any], scenario: str) -> tuple[Any, tuple[float, float, float, float]]:
@@ -104,47 +112,34 @@ class _SameURLs:
         return self.urls[key.file_id], time.time() + 3600.0
 
 
-def _ours(spec: dict[str, Any], scenario: str, dask: bool, platform: bool = False) -> tuple[Any, Any]:
+def _ours(spec: dict[str, Any], scenario: str) -> Any:
     import pystac
 
-    from fusion_stac.fs import FusionFileSystem
     from fusion_stac.xarray import SignerStorage, open_mosaic
-    from fusion_stac.xarray._storage import FileSystemStorage
 
     items = [pystac.Item.from_dict(d) for d in spec["items"]]
-    fs = None
-    if platform:
-        fs = FusionFileSystem()
-        fs.client.login()  # a worker reuses a session; signing URLs stays inside the timing
-        storage: Any = FileSystemStorage(fs)
-    else:
-        by_file = {d["properties"]["fusion:file_id"]: spec["urls"][d["id"]] for d in spec["items"]}
-        storage = SignerStorage(_SameURLs(by_file))
+    by_file = {d["properties"]["fusion:file_id"]: spec["urls"][d["id"]] for d in spec["items"]}
+    storage = SignerStorage(_SameURLs(by_file))
+    kwargs: dict[str, Any] = {"resolution": RES * 8} if scenario == "overview" else {}
 
-    kwargs: dict[str, Any] = {"chunks": {}} if dask else {}
-    if scenario == "overview":
-        kwargs["resolution"] = RES * 8
-
-    def open_step() -> Any:
-        # Planning from metadata (no request); it also starts, in the background, what the read
-        # will need (threads, GDAL's PROJ context): that work overlaps the timed read.
+    def run() -> Any:
         da = open_mosaic(items=items, storage=storage, **kwargs)
         if scenario == "window":
             n = spec["slice_px"] * GRID
             da = da.isel(y=slice(n // 2 - 512, n // 2 + 512), x=slice(n // 2 - 512, n // 2 + 512))
-        return da
+        return da.values
 
-    return (open_step, lambda da: da.values), fs
+    return run
 
 
 def _vrt(spec: dict[str, Any], scenario: str, tmp: Path) -> Any:
     import rasterio
+    from rasterio.windows import Window
 
     n = spec["slice_px"]
     sources = []
     for item in spec["items"]:
-        a = item["assets"]["data"]
-        t = a["proj:transform"]
+        t = item["assets"]["data"]["proj:transform"]
         col = round((t[2] - spec["origin"][0]) / RES)
         row = round((spec["origin"][1] - t[5]) / RES)
         url = escape("/vsicurl/" + spec["urls"][item["id"]])
@@ -156,33 +151,21 @@ def _vrt(spec: dict[str, Any], scenario: str, tmp: Path) -> Any:
         )
     size = n * GRID
     x0, y0 = spec["origin"]
-    vrt = (f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{spec["crs"]}</SRS>'
-           f"<GeoTransform>{x0},{RES},0,{y0},0,{-RES}</GeoTransform>"
-           f'<VRTRasterBand dataType="Float32" band="1"><NoDataValue>-9999</NoDataValue>{"".join(sources)}'
-           "</VRTRasterBand></VRTDataset>")
     path = tmp / "mosaic.vrt"
-    path.write_text(vrt)
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{spec["crs"]}</SRS>'
+                    f"<GeoTransform>{x0},{RES},0,{y0},0,{-RES}</GeoTransform>"
+                    f'<VRTRasterBand dataType="Float32" band="1"><NoDataValue>-9999</NoDataValue>'
+                    f'{"".join(sources)}</VRTRasterBand></VRTDataset>')
 
-    def open_step() -> Any:
-        env = rasterio.Env(**GDAL_ENV)
-        env.__enter__()
-        return env, rasterio.open(path)
-
-    def read_step(opened: Any) -> Any:
-        from rasterio.windows import Window
-
-        env, ds = opened
-        try:
+    def run() -> Any:
+        with rasterio.Env(**GDAL_ENV), rasterio.open(path) as ds:
             if scenario == "window":
                 return ds.read(1, window=Window(size // 2 - 512, size // 2 - 512, 1024, 1024))
             if scenario == "overview":
                 return ds.read(1, out_shape=(size // 8, size // 8))
             return ds.read(1)
-        finally:
-            ds.close()
-            env.__exit__(None, None, None)
 
-    return open_step, read_step
+    return run
 
 
 def _signed_items(spec: dict[str, Any]) -> list[Any]:
@@ -211,43 +194,47 @@ def _odc(spec: dict[str, Any], scenario: str) -> Any:
     return run
 
 
-def _rioxarray(spec: dict[str, Any], scenario: str) -> Any:
-    import rasterio
-    import rioxarray
-    from rioxarray.merge import merge_arrays
+def _stackstac(spec: dict[str, Any], scenario: str) -> Any:
+    import copy
 
+    import numpy as np
+    import stackstac
+    from rasterio.enums import Resampling
+
+    items = []  # plain dicts (stackstac would resolve the pystac items' fusion:// links)
+    for d in spec["items"]:
+        item = {**copy.deepcopy(d), "links": []}
+        item["assets"]["data"]["href"] = spec["urls"][d["id"]]
+        items.append(item)
     _, bounds = _grid(spec, scenario)
+    epsg = int(str(spec["crs"]).rsplit(":", 1)[-1])
+    env = stackstac.rio_env.LayeredEnv(always=dict(GDAL_ENV))
 
     def run() -> Any:
-        with rasterio.Env(**GDAL_ENV):
-            arrays = [rioxarray.open_rasterio("/vsicurl/" + spec["urls"][d["id"]]) for d in spec["items"]]
-            kwargs: dict[str, Any] = {}
-            if scenario == "window":
-                kwargs["bounds"] = bounds
-            elif scenario == "overview":
-                kwargs["res"] = (RES * 8, RES * 8)
-            return merge_arrays(arrays, **kwargs).values
+        arr = stackstac.stack(items, assets=["data"], epsg=epsg, bounds=bounds,
+                              resolution=RES * 8 if scenario == "overview" else RES, dtype="float32",
+                              fill_value=np.float32(np.nan), rescale=False, resampling=Resampling.nearest,
+                              gdal_env=env)
+        return stackstac.mosaic(arr, dim="time").values
 
     return run
 
 
-def _download(spec: dict[str, Any], tmp: Path) -> Any:
+def _merge(spec: dict[str, Any], scenario: str) -> Any:
     import rasterio
     import rasterio.merge
-    import requests
+
+    _, bounds = _grid(spec, scenario)
+    urls = ["/vsicurl/" + spec["urls"][d["id"]] for d in spec["items"]]
 
     def run() -> Any:
-        paths = []
-        with requests.Session() as session:
-            for d in spec["items"]:
-                path = tmp / f"{d['id']}.tif"
-                with session.get(spec["urls"][d["id"]], stream=True, timeout=60) as r:
-                    r.raise_for_status()
-                    with open(path, "wb") as f:
-                        for chunk in r.iter_content(8 << 20):
-                            f.write(chunk)
-                paths.append(path)
-        data, _ = rasterio.merge.merge([str(p) for p in paths])
+        kwargs: dict[str, Any] = {}
+        if scenario == "window":
+            kwargs["bounds"] = bounds
+        elif scenario == "overview":
+            kwargs["res"] = (RES * 8, RES * 8)
+        with rasterio.Env(**GDAL_ENV):
+            data, _ = rasterio.merge.merge(urls, nodata=-9999, **kwargs)
         return data
 
     return run
@@ -255,14 +242,13 @@ def _download(spec: dict[str, Any], tmp: Path) -> Any:
 
 PRELOAD = {
     "ours": ["fusion_stac.xarray.mosaic", "fusion_stac.xarray._build", "fusion_stac.xarray._reader",
-             "fusion_stac.xarray._grid", "fusion_stac.fs", "xarray", "dask.array", "odc.geo.xr", "rasterio.warp",
-             "pystac"],
+             "fusion_stac.xarray._grid", "fusion_stac.xarray._storage", "xarray", "dask.array", "odc.geo.xr",
+             "rasterio.warp", "pystac"],
     "vrt": ["rasterio", "rasterio.windows"],
     "odc-stac": ["odc.stac", "rasterio", "pystac"],
-    "rioxarray": ["rioxarray", "rioxarray.merge", "rasterio"],
-    "download": ["rasterio.merge", "requests"],
+    "stackstac": ["stackstac", "rasterio", "pystac", "dask.array", "xarray"],
+    "merge": ["rasterio.merge"],
 }
-PRELOAD["ours-dask"] = PRELOAD["ours-api"] = PRELOAD["ours"]
 
 
 def _peak_rss() -> int:
@@ -284,39 +270,26 @@ def worker(reader: str, scenario: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     for module in PRELOAD[reader]:  # imports are not what we measure
         importlib.import_module(module)
-
     with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        fs = None
-        if reader.startswith("ours"):
-            (open_step, read_step), fs = _ours(spec, scenario, dask=reader == "ours-dask",
-                                               platform=reader == "ours-api")
+        if reader == "ours":
+            run = _ours(spec, scenario)
         elif reader == "vrt":
-            open_step, read_step = _vrt(spec, scenario, tmp)
-        else:  # one call does it all: all of it is timed as the read
-            if reader == "odc-stac":
-                run = _odc(spec, scenario)
-            elif reader == "rioxarray":
-                run = _rioxarray(spec, scenario)
-            else:
-                run = _download(spec, tmp)
-            open_step, read_step = (lambda: None), (lambda _: run())
+            run = _vrt(spec, scenario, Path(tmpdir))
+        elif reader == "odc-stac":
+            run = _odc(spec, scenario)
+        elif reader == "stackstac":
+            run = _stackstac(spec, scenario)
+        else:
+            run = _merge(spec, scenario)
         base = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
-        opened = open_step()
-        t1 = time.perf_counter()
-        data = read_step(opened)
-        t2 = time.perf_counter()
+        data = run()
+        elapsed = time.perf_counter() - t0
         peak = _peak_rss()
-        values = np.asarray(data)
-        out: dict[str, Any] = {
-            "time": t2 - t1, "open": t1 - t0, "total": t2 - t0,
-            "peak_extra": max(0, peak - base), "nbytes": int(values.nbytes),
-            "shape": list(values.shape), "valid_mean": float(np.nanmean(np.where(values == -9999, np.nan, values))),
-        }
-        if fs is not None:
-            out["fs_stats"] = fs.stats
-        return out
+    values = np.asarray(data, dtype="float32")
+    valid = np.where((values == -9999) | ~np.isfinite(values), np.nan, values)
+    return {"time": elapsed, "peak_extra": max(0, peak - base), "nbytes": int(values.nbytes),
+            "shape": list(values.shape), "valid_mean": float(np.nanmean(valid))}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,7 +320,7 @@ def _region(path: Path, slice_px: int) -> tuple[float, float]:
     return x0, y1
 
 
-def _measure(reader: str, scenario: str, spec_path: Path, env: dict[str, str]) -> dict[str, Any]:
+def _run_worker(reader: str, scenario: str, spec_path: Path, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, "--worker", reader, scenario, str(spec_path)],
                           capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
@@ -355,114 +328,205 @@ def _measure(reader: str, scenario: str, spec_path: Path, env: dict[str, str]) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="measured runs per reader and scenario")
-    parser.add_argument("--slice-px", type=int, default=2048, help="slice side in pixels")
-    args = parser.parse_args()
+class _Bench:
+    """Runs one measurement: fresh cache directory (cold) or one warmed by an earlier process (reopen)."""
 
+    def __init__(self, tmp: Path, env: dict[str, str], emu: Any, static: Any) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.emu = emu
+        self.static = static
+        self.serial = 0
+
+    def _cache_env(self) -> dict[str, str]:
+        self.serial += 1
+        cache = self.tmp / "caches" / f"c{self.serial}"
+        cache.mkdir(parents=True)
+        return {**self.env, "FUSION_STAC_CACHE_DIR": str(cache)}
+
+    def _reset(self, setting: str) -> None:
+        if setting == "static":
+            self.static.reset()
+        else:
+            self.emu.reset_stats()
+
+    def _counts(self, setting: str) -> tuple[int, int]:
+        if setting == "static":
+            counts = self.static.counts()
+            return counts["requests"], counts["bytes"]
+        stats = self.emu.stats()
+        return stats["storage_requests"], stats["storage_bytes_served"]
+
+    def measure(self, setting: str, reader: str, scenario: str, spec_path: Path) -> dict[str, Any]:
+        env = self._cache_env()
+        if reader == "ours-reopen":  # another process opens and reads first, with the same cache dir
+            _run_worker("ours", scenario, spec_path, env)
+        self._reset(setting)
+        out = _run_worker("ours" if reader == "ours-reopen" else reader, scenario, spec_path, env)
+        out["requests"], out["bytes"] = self._counts(setting)
+        shutil.rmtree(Path(env["FUSION_STAC_CACHE_DIR"]), ignore_errors=True)
+        return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def _report(results: dict[tuple[str, str, str], list[dict[str, Any]]], slice_px: int) -> dict[str, float]:
     import numpy as np
 
+    n = slice_px * GRID
+    sizes = {"full": f"{n} x {n}", "window": "1024 x 1024", "overview": f"{n // 8} x {n // 8}"}
+    block = 30
+    for scenario, title in SCENARIOS.items():
+        print(f"\n{scenario}: {title} ({sizes[scenario]} float32); time = open + read, medians")
+        print(f"  {'':<12}" + "".join(f" | {SETTINGS[s]:^{block - 3}}" for s in SETTINGS))
+        print(f"  {'reader':<12}" + f" | {'time s':>7} {'req':>5} {'MB':>6} {'peakMB':>6}" * len(SETTINGS))
+        for reader in READERS:
+            row = f"  {reader:<12}"
+            for setting in SETTINGS:
+                runs = results[(setting, scenario, reader)]
+                row += (f" | {_median(runs, 'time'):>7.3f} {_median(runs, 'requests'):>5.0f}"
+                        f" {_median(runs, 'bytes') / 1e6:>6.1f} {_median(runs, 'peak_extra') / 2**20:>6.0f}")
+            print(row)
+        ours_mean = results[("static", scenario, "ours")][0]["valid_mean"]
+        for (setting, sc, reader), runs in results.items():
+            mean = runs[0]["valid_mean"]
+            if sc == scenario and not np.isclose(mean, ours_mean, rtol=1e-2 if sc == "overview" else 1e-3):
+                print(f"  ! {reader} ({setting}) mean of valid pixels {mean:.4f} differs from ours {ours_mean:.4f}")
+
+    def ratio(setting: str, scenario: str, reader: str = "ours") -> float:
+        return (_median(results[(setting, scenario, reader)], "time")
+                / _median(results[(setting, scenario, "vrt")], "time"))
+
+    targets = {("full", "ours"): ("<= 0.8", "", ""), ("window", "ours"): ("<= 1.0", "", "<= 0.6"),
+               ("overview", "ours"): ("<= 1.0", "", "<= 0.6"), ("window", "ours-reopen"): ("", "", "<= 0.4"),
+               ("overview", "ours-reopen"): ("", "", "<= 0.4")}
+    print("\nours / VRT, time (open + read)   " + "".join(f"{s:>10} {'target':>7}" for s in SETTINGS))
+    for scenario in SCENARIOS:
+        for reader in ("ours", "ours-reopen"):
+            target = targets.get((scenario, reader), ("", "", ""))
+            label = f"{scenario}, {'cold' if reader == 'ours' else 'reopened'}"
+            print(f"  {label:<31}" + "".join(f"{ratio(s, scenario, reader):>10.2f} {t:>7}"
+                                             for s, t in zip(SETTINGS, target, strict=True)))
+    print("best peer / VRT (time): " + ", ".join(
+        f"{scenario} {setting} {min(ratio(setting, scenario, r) for r in READERS[3:]):.2f}"
+        for scenario in SCENARIOS for setting in SETTINGS))
+    reopen_requests = _median(results[("lat20", "window", "ours-reopen")], "requests") / 4
+    cold_requests = _median(results[("lat20", "window", "ours")], "requests") / 4
+    vrt_requests = _median(results[("lat20", "window", "vrt")], "requests") / 4
+    full = results[("static", "full", "ours")]
+    peak = statistics.median(r["peak_extra"] / r["nbytes"] for r in full)
+    print(f"window requests per slice touched (+20 ms): ours reopened {reopen_requests:g} (target 1), "
+          f"ours cold {cold_requests:g}, VRT {vrt_requests:g}")
+    print(f"peak RSS of ours (full, static) over the output array: {peak:.2f} (target <= 1.5)")
+    return {"static_full_vrt": ratio("static", "full"), "static_window_vrt": ratio("static", "window"),
+            "static_overview_vrt": ratio("static", "overview"), "lat20_window_vrt": ratio("lat20", "window"),
+            "lat20_overview_vrt": ratio("lat20", "overview"),
+            "reopen_window_vrt": ratio("lat20", "window", "ours-reopen"),
+            "reopen_requests_per_slice": reopen_requests, "peak_rss_ratio": peak}
+
+
+def _render(tmp: Path, emu: Any, slice_px: int) -> tuple[Any, list[Any], tuple[float, float], dict[str, str]]:
+    """The group of GRID x GRID slices: (client, items, origin, signed URL per item id)."""
     from fusion_stac.client import FusionClient
-    from fusion_stac.emulator import Emulator
     from fusion_stac.stac.catalog import open_catalog
+
+    client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.05)
+    org = client.organisation()
+    origin = _region(tmp / "square.geojson", slice_px)
+    t0 = time.perf_counter()
+    region = client.create_data(org.id, "Benchmark square", [tmp / "square.geojson"])
+    proc = client.new_process(org.id, "Elevation", "Benchmark DEM").with_input(1, region).create()
+    client.execute(org.id, proc.id, wait=True)
+    print(f"emulator rendered the group in {time.perf_counter() - t0:.1f} s", flush=True)
+    coll = open_catalog(client, f"fusion://{org.id}/processes/{proc.id}/latest")
+    items = sorted((i for i in coll.get_items(recursive=True) if "raster:bands" in i.assets["data"].extra_fields),
+                   key=lambda i: i.properties["fusion:group_index"])
+    shapes = {tuple(i.assets["data"].extra_fields["proj:shape"]) for i in items}
+    crs = {i.properties["proj:code"] for i in items}
+    if len(items) != GRID * GRID or shapes != {(slice_px, slice_px)} or len(crs) != 1:
+        raise SystemExit(f"expected {GRID}x{GRID} slices of {slice_px} px in one CRS, got "
+                         f"{len(items)} slices, shapes {shapes}, CRS {crs}")
+    urls = {item.id: client.download_url(org.id, item.properties["fusion:data_id"],
+                                         item.properties["fusion:file_id"]).url for item in items}
+    return client, items, origin, urls
+
+
+def _serve_statically(root: Path, urls: dict[str, str]) -> dict[str, str]:
+    """Copy each slice into ``root`` (read through its signed URL); the file name per item id."""
+    import requests
+
+    root.mkdir(parents=True)
+    names = {}
+    with requests.Session() as session:
+        for i, (item_id, url) in enumerate(urls.items()):
+            name = f"slice{i:02d}.tif"
+            with session.get(url, stream=True, timeout=120) as r, open(root / name, "wb") as f:
+                r.raise_for_status()
+                for chunk in r.iter_content(8 << 20):
+                    f.write(chunk)
+            names[item_id] = name
+    for path in (root, *root.iterdir()):  # nginx's workers may run as another user
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return names
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per setting, read and reader")
+    parser.add_argument("--slice-px", type=int, default=2048, help="slice side in pixels")
+    args = parser.parse_args()
+    if args.runs < 1 or args.slice_px < 512 or args.slice_px % 512:
+        parser.error("--runs >= 1 and --slice-px a multiple of 512")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _static import start_static_server
+
+    from fusion_stac.emulator import Emulator
 
     with tempfile.TemporaryDirectory(prefix="mosaic-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        token_file = tmp / "tokens.json"
+        tmp.chmod(0o755)
         side = args.slice_px * RES
-        settings = dict(execution_duration=0, slice_size_m=side, max_region_m=side,
-                        resolution_m=RES, url_lifetime=7200.0)
+        settings = dict(execution_duration=0, slice_size_m=side, max_region_m=side, resolution_m=RES,
+                        url_lifetime=7200.0)
         with Emulator(data_dir=tmp / "emulator", **settings) as emu:
-            env = {**os.environ, "FUSION_PLATFORM_API_URL": emu.url, "FUSION_PLATFORM_EMAIL": EMAIL,
-                   "FUSION_PLATFORM_PASSWORD": PASSWORD, "FUSION_STAC_TOKEN_FILE": str(token_file)}
-            os.environ["FUSION_STAC_TOKEN_FILE"] = str(token_file)
-            client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.05)
-            org = client.organisation()
-            origin = _region(tmp / "square.geojson", args.slice_px)
-            t0 = time.perf_counter()
-            region = client.create_data(org.id, "Benchmark square", [tmp / "square.geojson"])
-            proc = client.new_process(org.id, "Elevation", "Benchmark DEM").with_input(1, region).create()
-            client.execute(org.id, proc.id, wait=True)
-            print(f"emulator rendered the group in {time.perf_counter() - t0:.1f} s", flush=True)
-            coll = open_catalog(client, f"fusion://{org.id}/processes/{proc.id}/latest")
-            items = sorted((i for i in coll.get_items(recursive=True)
-                            if "raster:bands" in i.assets["data"].extra_fields),
-                           key=lambda i: i.properties["fusion:group_index"])
-            shapes = {tuple(i.assets["data"].extra_fields["proj:shape"]) for i in items}
-            crs = {i.properties["proj:code"] for i in items}
-            if len(items) != GRID * GRID or shapes != {(args.slice_px, args.slice_px)} or len(crs) != 1:
-                raise SystemExit(f"expected {GRID}x{GRID} slices of {args.slice_px} px in one CRS, got "
-                                 f"{len(items)} slices, shapes {shapes}, CRS {crs}")
-            urls = {}
-            for item in items:
-                signed = client.download_url(org.id, item.properties["fusion:data_id"], item.properties["fusion:file_id"])
-                urls[item.id] = signed.url
+            client, items, origin, emu_urls = _render(tmp, emu, args.slice_px)
             total_mb = sum(i.assets["data"].extra_fields.get("file:size", 0) for i in items) / 1e6
-            print(f"{len(items)} slices of {args.slice_px}x{args.slice_px} float32 in {crs.pop()}, {total_mb:.0f} MB",
-                  flush=True)
-            # Log in once so that workers find a session in the token cache.
-            from fusion_stac.fs import FusionFileSystem
-
-            warm_fs = FusionFileSystem(api_url=emu.url, email=EMAIL, password=PASSWORD)
-            warm_fs.sign(items[0].assets["data"].href)
-            spec = {"items": [i.to_dict() for i in items], "urls": urls, "origin": origin,
-                    "crs": items[0].properties["proj:code"], "slice_px": args.slice_px}
-            spec_path = tmp / "spec.json"
-            spec_path.write_text(json.dumps(spec))
-
-            results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for scenario, readers in READERS.items():
-                for reader in readers:  # one warm-up each (page cache, first-import effects)
-                    _measure(reader, scenario, spec_path, env)
-                for _ in range(args.runs):
-                    for reader in readers:
-                        emu.reset_stats()
-                        out = _measure(reader, scenario, spec_path, env)
-                        stats = emu.stats()
-                        out["requests"] = stats["storage_requests"]
-                        out["bytes"] = stats["storage_bytes_served"]
-                        results.setdefault((scenario, reader), []).append(out)
-
-            summary: dict[str, float] = {}
-            opened: dict[str, float] = {}
-            for scenario, readers in READERS.items():
-                print(f"\n{scenario}: " + {"full": "the whole mosaic", "window": "1024 x 1024 where 4 slices meet",
-                                           "overview": "whole mosaic at 1/8 resolution"}[scenario])
-                print(f"  {'reader':<10} {'read s':>8} {'open+read':>9} {'requests':>9} {'MB':>8} {'peak MB':>8}"
-                      f" {'out MB':>7}  {'ours/it':>8} {'(open+read)':>11}")
-                med = {r: statistics.median(x["time"] for x in results[(scenario, r)]) for r in readers}
-                tot = {r: statistics.median(x["total"] for x in results[(scenario, r)]) for r in readers}
-                means = {r: results[(scenario, r)][0]["valid_mean"] for r in readers}
-                for reader in readers:
-                    runs = results[(scenario, reader)]
-                    req = statistics.median(x["requests"] for x in runs)
-                    mb = statistics.median(x["bytes"] for x in runs) / 1e6
-                    peak = statistics.median(x["peak_extra"] for x in runs) / 2**20
-                    out_mb = runs[0]["nbytes"] / 2**20
-                    print(f"  {reader:<10} {med[reader]:>8.3f} {tot[reader]:>9.3f} {req:>9.0f} {mb:>8.1f} {peak:>8.0f}"
-                          f" {out_mb:>7.0f}  {med['ours'] / med[reader]:>8.2f} {tot['ours'] / tot[reader]:>11.2f}")
-                    if not np.isclose(means[reader], means["ours"], rtol=1e-3):
-                        print(f"  ! {reader} mean {means[reader]:.4f} differs from ours {means['ours']:.4f}")
-                opened[scenario] = tot["ours"] / tot["vrt"]
-                summary[f"{scenario}_ratio_vrt"] = med["ours"] / med["vrt"]
-                if scenario == "window":
-                    summary["window_requests_per_slice"] = statistics.median(
-                        x["requests"] for x in results[(scenario, "ours")]) / 4
-                if scenario == "full":
-                    ours = results[(scenario, "ours")]
-                    summary["peak_rss_ratio"] = statistics.median(x["peak_extra"] / x["nbytes"] for x in ours)
-            api = {sc: statistics.median(x["time"] for x in results[(sc, "ours-api")])
-                   / statistics.median(x["time"] for x in results[(sc, "vrt")]) for sc in READERS}
-            client.close()
-    print("\nsigning each URL through the API at read time (ours-api), against the VRT: "
-          + ", ".join(f"{sc} {ratio:.2f}x" for sc, ratio in api.items()))
-    print("opening included (open_mosaic from 16 items; rasterio.open of the VRT), ours against the VRT: "
-          + ", ".join(f"{sc} {ratio:.2f}x" for sc, ratio in opened.items()))
-    print(f"SUMMARY full_ratio_vrt={summary['full_ratio_vrt']:.2f} window_ratio_vrt={summary['window_ratio_vrt']:.2f} "
-          f"overview_ratio_vrt={summary['overview_ratio_vrt']:.2f} "
-          f"window_requests_per_slice={summary['window_requests_per_slice']:g} "
-          f"peak_rss_ratio={summary['peak_rss_ratio']:.2f}")
+            print(f"{len(items)} slices of {args.slice_px}x{args.slice_px} float32 in "
+                  f"{items[0].properties['proj:code']}, {total_mb:.0f} MB", flush=True)
+            names = _serve_statically(tmp / "static", emu_urls)
+            static = start_static_server(tmp / "static")
+            try:
+                base = {"items": [i.to_dict() for i in items], "origin": origin,
+                        "crs": items[0].properties["proj:code"], "slice_px": args.slice_px}
+                specs = {}
+                for setting in SETTINGS:
+                    urls = emu_urls if setting != "static" else {k: f"{static.url}/{v}" for k, v in names.items()}
+                    specs[setting] = tmp / f"spec-{setting}.json"
+                    specs[setting].write_text(json.dumps({**base, "urls": urls}))
+                env = {**os.environ, "FUSION_STAC_TOKEN_FILE": str(tmp / "tokens.json")}
+                bench = _Bench(tmp, env, emu, static)
+                results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+                t0 = time.perf_counter()
+                for reader in READERS:  # one warm-up each (page cache, first-import effects)
+                    bench.measure("static", reader, "window", specs["static"])
+                for setting in SETTINGS:
+                    emu.configure(storage_latency=LATENCY if setting == "lat20" else 0.0)
+                    for scenario in SCENARIOS:
+                        for _ in range(args.runs):
+                            for reader in READERS:
+                                out = bench.measure(setting, reader, scenario, specs[setting])
+                                results.setdefault((setting, scenario, reader), []).append(out)
+                    print(f"{SETTINGS[setting]}: measured ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+                print(f"\nstatic server: {static.kind}; {args.runs} runs each, every read in a fresh process")
+                summary = _report(results, args.slice_px)
+            finally:
+                static.close()
+                client.close()
+    print("SUMMARY " + " ".join(f"{k}={v:g}" if k == "reopen_requests_per_slice" else f"{k}={v:.2f}"
+                                for k, v in summary.items()))
     return 0
 
 

@@ -103,16 +103,29 @@ async def serve_download(runtime: Any, scope: Scope, receive: Receive, send: Sen
             headers.append((b"content-range", f"bytes {first}-{last}/{info.size}".encode()))
         headers += [(b"content-type", info.content_type.encode()), (b"content-length", str(length).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        protocol = zero_copy_protocol(scope, getattr(runtime, "registry", None), length)
+        registry = getattr(runtime, "registry", None)
+        protocol = zero_copy_protocol(scope, registry, length)
         if protocol is not None:
-            count = scope.get("fusion.count_bytes")
-            if count is not None:
-                count(length)
-            await send_with_sendfile(protocol, send, fd, start, length)
+            # Count what was written, not what Content-Length announced: a client that aborts after the
+            # headers (GDAL's size probe) gets only what the socket buffers took before its reset.
+            await send_with_sendfile(protocol, send, fd, start, length, count=scope.get("fusion.count_bytes"))
         else:
-            await send_file_body(send, os.dup(fd), start, length, file_id)
+            await send_file_body(send, os.dup(fd), start, length, file_id, gone=_gone(registry, scope))
     finally:
         os.close(fd)
+
+
+def _gone(registry: Any, scope: Scope) -> Callable[[], bool]:
+    """True once the client's connection is closing or closed (uvicorn then drops body messages silently)."""
+    if registry is None:
+        return lambda: False
+    seen = registry.get(scope) is not None
+
+    def gone() -> bool:
+        transport = registry.get(scope)
+        return seen and (transport is None or transport.is_closing())
+
+    return gone
 
 
 class StorageFastPath:

@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -476,8 +476,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-async def send_file_body(send: Send, fd: int, start: int, length: int, name: str = "") -> None:
+async def send_file_body(send: Send, fd: int, start: int, length: int, name: str = "",
+                         gone: Callable[[], bool] | None = None) -> None:
     """Send ``length`` bytes of the open file ``fd`` from ``start`` as ASGI body messages, then close ``fd``.
+
+    ``gone()`` (optional) tells that the client has disconnected: the send stops there, as a cloud store
+    stops at a reset (uvicorn would otherwise swallow, and we would read and count, the rest of the body).
 
     Chunks are read with ``os.pread`` directly on the event loop: blobs are local files, mostly in the page
     cache, and a 1 MiB read costs far less than handing it to a worker thread and back (measured: a thread hop
@@ -491,6 +495,8 @@ async def send_file_body(send: Send, fd: int, start: int, length: int, name: str
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         while remaining > 0:
+            if gone is not None and gone():
+                return
             chunk = os.pread(fd, min(CHUNK_SIZE, remaining), offset)
             if not chunk:  # the file shrank underneath us: never pad with zeros
                 raise OSError(f"blob {name} is shorter than expected")

@@ -116,11 +116,15 @@ def zero_copy_protocol(scope: Scope, registry: TransportRegistry | None, length:
     return protocol
 
 
-async def send_with_sendfile(protocol: H11Protocol, send: Send, fd: int, offset: int, length: int) -> None:
+async def send_with_sendfile(protocol: H11Protocol, send: Send, fd: int, offset: int, length: int,
+                             count: Callable[[int], None] | None = None) -> int:
     """Send ``length`` bytes of ``fd`` (from ``offset``) as the body after the head was sent through ASGI.
 
-    Finishes the response with an empty final ASGI body message. Closes nothing (the caller owns ``fd``). If the
-    client disconnects, the connection is closed and the function returns quietly.
+    Returns the body bytes the kernel accepted (what nginx logs as ``$body_bytes_sent``): all of them, or, when
+    the client went away mid-body (GDAL sizes a file with a GET it aborts after the headers), only those sent
+    before the send failed; ``count`` (optional) is told that figure before the response ends. Finishes the response with an empty final ASGI body message. Closes nothing (the
+    caller owns ``fd``). If the client disconnects, the connection is closed at once (no further byte is
+    written, as a cloud store stops sending to a client that reset) and the function returns quietly.
     """
     connection: h11.Connection = protocol.conn
     if connection.our_state is not h11.SEND_BODY:
@@ -128,13 +132,20 @@ async def send_with_sendfile(protocol: H11Protocol, send: Send, fd: int, offset:
     connection.send_with_data_passthrough(h11.Data(data=_Span(length)))  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
+        handle.seek(offset)  # asyncio leaves the position at offset + bytes sent when sendfile fails
         try:
-            await loop.sendfile(protocol.transport, handle, offset, length)
+            sent = await loop.sendfile(protocol.transport, handle, offset, length)
         except (ConnectionError, OSError):
             # The client went away mid-body: drop the connection and let uvicorn notice the disconnect (it
             # then expects no final message).
-            protocol.transport.close()
+            sent = min(max(handle.tell() - offset, 0), length)
+            if count is not None:
+                count(sent)
+            protocol.transport.abort()
             for _ in range(3):
                 await asyncio.sleep(0)
-            return
+            return sent
+    if count is not None:
+        count(int(sent))  # before the final message, which records the request
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return int(sent)
