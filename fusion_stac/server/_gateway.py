@@ -1,0 +1,179 @@
+"""The asset gateway: stable asset hrefs that never expire.
+
+``/assets/{organisation_id}/{data_id}/{file_id}`` (``.../preview`` for the file's PNG preview) is the
+href of every asset the server publishes. It answers
+
+* ``GET`` with a **307 redirect** to a pre-signed storage URL (the default), signed through the
+  client's :class:`~fusion_stac.storage.URLBroker` and handed out only while it has at least
+  ``min_validity`` seconds left (otherwise it is signed afresh), with ``Cache-Control: no-store`` so
+  that no cache keeps the target. GDAL's ``/vsicurl/`` remembers redirect targets, and goes back to
+  the original URL when storage refuses one (403) or when an S3-style target
+  (``X-Amz-Date``/``X-Amz-Expires``) has expired: a read that starts after a target expired still
+  works. Or
+* ``GET`` with the **bytes themselves** (``?mode=stream``, or ``asset_mode="stream"`` for the whole
+  server, for clients that cannot follow redirects), read through ``client.storage`` (verified,
+  resumed, retried), ``Range`` honoured (``206`` and ``Content-Range``; ``416`` when unsatisfiable);
+* ``HEAD`` from metadata in both modes (``200``, ``Content-Length``, ``Accept-Ranges: bytes``):
+  pre-signed URLs refuse ``HEAD``, and GDAL starts every open with one.
+
+A file the index does not know — another organisation's, or an id the user cannot see — is a 404
+before anything is asked of the platform. Signed URLs appear only in ``Location`` headers, never in
+a body, an error or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from fusion_stac.client import FusionClient
+from fusion_stac.errors import FusionError, NotFoundError, PermissionDeniedError, redact
+from fusion_stac.server._index import ASSETS_PREFIX, Index
+from fusion_stac.storage import FileKey
+
+__all__ = ["ASSET_MODES", "gateway_router", "parse_range"]
+
+log = logging.getLogger("fusion_stac.server")
+
+ASSET_MODES = ("redirect", "stream")
+CHUNK = 1 << 20
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """``(start, end_exclusive)`` of a single ``Range`` header, ``None`` for the whole file (no header,
+    or several ranges), or ``"unsatisfiable"``."""
+    if not header:
+        return None
+    m = _RANGE_RE.match(header.strip().replace(" ", ""))
+    if m is None:
+        return None  # multi-range or malformed: RFC 9110 lets us send the whole representation
+    first, last = m.group(1), m.group(2)
+    if first == "" and last == "":
+        return None
+    if first == "":
+        n = int(last)
+        if n == 0:
+            return "unsatisfiable"
+        return max(0, size - n), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or end <= start:
+        return "unsatisfiable"
+    return start, end
+
+
+def _error(status: int, code: str, description: str) -> JSONResponse:
+    return JSONResponse({"code": code, "description": description}, status_code=status,
+                        headers={"Cache-Control": "no-store"})
+
+
+class _Gateway:
+    def __init__(self, client: FusionClient, index: Index, *, mode: str, min_validity: float) -> None:
+        self.client = client
+        self.index = index
+        self.mode = mode
+        self.min_validity = float(min_validity)
+        self._sizes: dict[FileKey, int] = {}
+
+    def sign(self, key: FileKey) -> str:
+        broker = self.client.storage.broker
+        lease = broker.lease(key)
+        if lease.deadline - time.monotonic() < self.min_validity:
+            broker.invalidate(lease)  # too close to expiry to hand to a reader: sign afresh
+            lease = broker.lease(key)
+        return lease.url
+
+    def size(self, key: FileKey, known: int | None) -> int:
+        if known is not None:
+            return int(known)
+        cached = self._sizes.get(key)
+        if cached is None:  # previews: storage states the size with the first byte
+            with self.client.storage.open_range(key, 0, 1, path=key.url) as reader:
+                reader.read()
+                cached = reader.total
+            if cached is None:
+                raise FusionError(f"{key.url}: storage did not state the size")
+            if len(self._sizes) > 4096:
+                self._sizes.clear()
+            self._sizes[key] = cached
+        return cached
+
+    def stream(self, key: FileKey, start: int, end: int, size: int) -> Iterator[bytes]:
+        try:
+            with self.client.storage.open_range(key, start, end, path=key.url, size=size) as reader:
+                while reader.remaining:
+                    yield reader.read(min(CHUNK, reader.remaining))
+        except FusionError as exc:  # headers are gone: the client sees a short body, the log says why
+            log.warning("asset %s: stream broke off: %s", key.url, redact(str(exc)))
+            raise
+
+    async def answer(self, request: Request, org_id: str, data_id: str, file_id: str, preview: bool,
+                     mode: str | None) -> Response:
+        what = f"{ASSETS_PREFIX}/{org_id}/{data_id}/{file_id}" + ("/preview" if preview else "")
+        mode = mode or self.mode
+        if mode not in ASSET_MODES:
+            return _error(400, "InvalidParameterValue", f"mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
+        row = await run_in_threadpool(self.index.file, org_id, data_id, file_id, preview)
+        if row is None:
+            return _error(404, "NotFound", f"no asset {what} (unknown, or not visible to this server's user)")
+        key = FileKey(org_id, data_id, file_id, preview=preview)
+        media = row["media_type"] or "application/octet-stream"
+        common = {"Cache-Control": "no-store", "Accept-Ranges": "bytes"}
+        try:
+            if request.method == "HEAD":
+                size = await run_in_threadpool(self.size, key, row["size"])
+                return Response(status_code=200, media_type=media,
+                                headers={**common, "Content-Length": str(size)})
+            if mode == "redirect":
+                url = await run_in_threadpool(self.sign, key)
+                log.debug("asset %s: redirected to storage", what)
+                return Response(status_code=307, headers={**common, "Location": url, "Referrer-Policy": "no-referrer"})
+            size = await run_in_threadpool(self.size, key, row["size"])
+        except (NotFoundError, PermissionDeniedError):
+            return _error(404, "NotFound", f"no asset {what} (no longer on the platform, or not visible)")
+        except FusionError as exc:
+            log.warning("asset %s: %s", what, redact(str(exc)))
+            return _error(502, "BadGateway", f"asset {what}: the platform did not answer: {redact(str(exc))}")
+        wanted = parse_range(request.headers.get("range"), size)
+        if wanted == "unsatisfiable":
+            return Response(status_code=416, headers={**common, "Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            return StreamingResponse(self.stream(key, 0, size, size), status_code=200, media_type=media,
+                                     headers={**common, "Content-Length": str(size)})
+        assert isinstance(wanted, tuple)
+        start, end = wanted
+        return StreamingResponse(self.stream(key, start, end, size), status_code=206, media_type=media,
+                                 headers={**common, "Content-Length": str(end - start),
+                                          "Content-Range": f"bytes {start}-{end - 1}/{size}"})
+
+
+def gateway_router(client: FusionClient, index: Index, *, mode: str = "redirect",
+                   min_validity: float = 300.0) -> APIRouter:
+    """The ``/assets`` routes (GET and HEAD, file and preview)."""
+    if mode not in ASSET_MODES:
+        raise ValueError(f"asset mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
+    gateway = _Gateway(client, index, mode=mode, min_validity=min_validity)
+    router = APIRouter(tags=["Assets"])
+    mode_query: Any = Query(None, description="redirect (307 to a freshly signed URL) or stream (the bytes)")
+
+    @router.api_route(ASSETS_PREFIX + "/{organisation_id}/{data_id}/{file_id}", methods=["GET", "HEAD"],
+                      name="Asset", include_in_schema=True)
+    async def asset(request: Request, organisation_id: str, data_id: str, file_id: str,
+                    mode: str | None = mode_query) -> Response:
+        return await gateway.answer(request, organisation_id, data_id, file_id, False, mode)
+
+    @router.api_route(ASSETS_PREFIX + "/{organisation_id}/{data_id}/{file_id}/preview", methods=["GET", "HEAD"],
+                      name="Asset preview", include_in_schema=True)
+    async def preview(request: Request, organisation_id: str, data_id: str, file_id: str,
+                      mode: str | None = mode_query) -> Response:
+        return await gateway.answer(request, organisation_id, data_id, file_id, True, mode)
+
+    return router
