@@ -178,3 +178,4 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 from fusion_stac._cli import demo  # noqa: E402,F401
+from fusion_stac._cli import serve  # noqa: E402,F401

@@ -17,6 +17,17 @@ by clients as ``X-API-Key`` or ``Authorization: Bearer``).
 
 from __future__ import annotations
 
+import logging as _logging
+
+
+class _QuietDefaults(_logging.Filter):
+    # stac-fastapi warns at import that its settings have default titles; ours are set per app
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "Using default values for stac_fastapi" not in record.getMessage()
+
+
+_quiet = _QuietDefaults()
+_logging.getLogger("stac_fastapi.types.config").addFilter(_quiet)
 try:
     import cql2  # noqa: F401
     import fastapi  # noqa: F401
