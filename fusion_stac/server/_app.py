@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel, field_validator, model_validator
 from stac_fastapi.api.app import StacApi
 from stac_fastapi.api.middleware import ProxyHeaderMiddleware
 from stac_fastapi.api.models import ItemCollectionUri, create_get_request_model, create_post_request_model, \
@@ -112,6 +113,27 @@ async def _reject(send: Send, status: int, code: str, description: str, extra: d
     await send({"type": "http.response.body", "body": body})
 
 
+def _search_post_model(extensions: list[Any]) -> type[BaseModel]:
+    """stac-fastapi's POST /search model, lenient where clients are sloppy (``"collections": "a,b"`` as
+    well as a list) and strict where the fields extension asks (``"fields": null`` is a 400)."""
+    base: Any = create_post_request_model(extensions)
+
+    class FusionSearchPost(base):  # type: ignore[misc,valid-type]
+        @field_validator("collections", "ids", mode="before")
+        @classmethod
+        def _listed(cls, value: Any) -> Any:
+            return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+        @model_validator(mode="before")
+        @classmethod
+        def _fields_not_null(cls, data: Any) -> Any:
+            if isinstance(data, dict) and "fields" in data and data["fields"] is None:
+                raise ValueError("fields must be an object with include and/or exclude, not null")
+            return data
+
+    return FusionSearchPost
+
+
 def create_app(
     client: FusionClient,
     *,
@@ -153,7 +175,10 @@ def create_app(
     ]
     extensions: list[Any] = [
         FieldsExtension(),
-        SortExtension(conformance_classes=[SortConformanceClasses.ITEM_SEARCH_SORT,
+        # sort v1.0.0 and v1.1.0 (pystac-client recognises only the former; sortables are not served)
+        SortExtension(conformance_classes=["https://api.stacspec.org/v1.0.0/item-search#sort",
+                                           "https://api.stacspec.org/v1.0.0/ogcapi-features#sort",
+                                           SortConformanceClasses.ITEM_SEARCH_SORT,
                                            SortConformanceClasses.FEATURES_SORT]),
         FilterExtension(client=FusionFiltersClient(index=index), conformance_classes=filter_conformance),
         TokenPaginationExtension(),
@@ -186,7 +211,7 @@ def create_app(
     api = StacApi(
         settings=settings, client=core, extensions=extensions, app=app, middlewares=middlewares,
         search_get_request_model=create_get_request_model(extensions),
-        search_post_request_model=create_post_request_model(extensions),
+        search_post_request_model=_search_post_model(extensions),
         items_get_request_model=create_request_model("ItemCollectionUri", base_model=ItemCollectionUri,
                                                      extensions=extensions, request_type="GET"),
     )

@@ -60,8 +60,17 @@ def _decode_token(token: str | None) -> int:
     return offset
 
 
-def _apply_fields(item: dict[str, Any], include: set[str], exclude: set[str]) -> dict[str, Any]:
-    """The fields extension: keep ``include`` (plus what an item must have), drop ``exclude``."""
+#: What an item keeps when a ``fields`` parameter names no field to include (the fields extension's default).
+DEFAULT_FIELDS = ("type", "stac_version", "id", "geometry", "bbox", "links", "assets", "collection",
+                  "properties.datetime", "properties.start_datetime", "properties.end_datetime")
+#: Always kept when ``include`` names fields: what identifies the item.
+IDENTITY_FIELDS = ("type", "stac_version", "id", "collection")
+
+
+def _apply_fields(item: dict[str, Any], include: set[str], exclude: set[str], everything: bool = False) -> dict[str, Any]:
+    """The fields extension: with ``include``, the item's identity plus those fields; without, the whole
+    item (``everything``: only fields to exclude were named) or the default set; then ``exclude`` removed
+    (a field both included and excluded is kept, and so is an included field inside an excluded one)."""
 
     def pick(doc: Any, path: list[str]) -> Any:
         for part in path:
@@ -71,25 +80,31 @@ def _apply_fields(item: dict[str, Any], include: set[str], exclude: set[str]) ->
         return doc
 
     if include:
-        out: dict[str, Any] = {}
-        for name in {*include, "id", "type", "stac_version", "collection", "links", "assets", "geometry", "bbox",
-                     "stac_extensions", "properties.datetime", "properties.start_datetime",
-                     "properties.end_datetime"} - exclude:
-            path = name.split(".")
-            value = pick(item, path)
-            if value is _MISSING:
-                continue
-            target = out
-            for part in path[:-1]:
-                target = target.setdefault(part, {})
-            target[path[-1]] = value
-        item = out
-    for name in exclude:
+        wanted = [*IDENTITY_FIELDS, *sorted(include)]
+    elif everything:
+        wanted = list(item)
+    else:
+        wanted = list(DEFAULT_FIELDS)
+    out: dict[str, Any] = {}
+    for name in wanted:
+        if name in exclude and name not in include:
+            continue
         path = name.split(".")
-        parent = pick(item, path[:-1]) if len(path) > 1 else item
+        value = pick(item, path)
+        if value is _MISSING:
+            continue
+        target = out
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    for name in exclude - include:
+        if any(kept.startswith(name + ".") for kept in include):
+            continue  # the included field inside it is more specific
+        path = name.split(".")
+        parent = pick(out, path[:-1]) if len(path) > 1 else out
         if isinstance(parent, dict):
             parent.pop(path[-1], None)
-    return item
+    return out
 
 
 _MISSING = object()
@@ -189,10 +204,12 @@ class FusionCoreClient(BaseCoreClient):
         body = r.model_dump(mode="json", by_alias=True, exclude_none=True)
         sortby = [s.model_dump(mode="json") if hasattr(s, "model_dump") else dict(s)
                   for s in (getattr(r, "sortby", None) or [])]
-        fields = getattr(r, "fields", None)
+        fields = getattr(r, "fields", None) if "fields" in r.model_fields_set else None
         fields_list: list[str] | None = None
         if fields is not None:
             fields_list = [*(fields.include or ()), *(f"-{x}" for x in (fields.exclude or ()))]
+            if "include" in fields.model_fields_set and not fields.include:
+                fields_list.append("+")  # include given, and empty: the default set, not everything
         intersects = r.intersects.model_dump(mode="json", exclude_none=True) if r.intersects is not None else None
         return self._search(kwargs["request"], collections=r.collections, ids=r.ids, bbox=r.bbox,
                             intersects=intersects, datetime=r.datetime, limit=r.limit, token=getattr(r, "token", None),
@@ -206,6 +223,8 @@ class FusionCoreClient(BaseCoreClient):
                 filter_lang: str | None = None, sortby: Any = None, fields: Sequence[str] | None = None,
                 method: str, body: dict[str, Any] | None, collection_items: bool = False) -> dict[str, Any]:
         base = self._base(request)
+        if bbox and intersects:
+            raise InvalidQueryParameter("bbox and intersects are mutually exclusive: give one of them")
         limit = max(1, min(int(limit or 10), MAX_LIMIT))
         offset = _decode_token(token)
         where = SqlWhere()
@@ -242,8 +261,11 @@ class FusionCoreClient(BaseCoreClient):
         except sqlite3.Error as exc:
             raise InvalidQueryParameter(f"the search could not be answered: {exc}") from None
         more_pages = len(texts) > limit
-        include, exclude = _fields(fields)
-        features = [_apply_fields(self._item(t, base), include, exclude) for t in texts[:limit]]
+        features = [self._item(t, base) for t in texts[:limit]]
+        if fields is not None:
+            include, exclude = _fields(fields)
+            everything = bool(exclude) and not include and "+" not in fields
+            features = [_apply_fields(f, include, exclude, everything) for f in features]
         self_href = str(request.url)
         links: list[dict[str, Any]] = [{"rel": "root", "type": JSON, "href": f"{base}/"}]
         if collection_items and collections:
@@ -312,7 +334,7 @@ def _fields(fields: Sequence[str] | None) -> tuple[set[str], set[str]]:
         f = f.strip()
         if f.startswith("-"):
             exclude.add(f[1:])
-        elif f:
+        elif f.lstrip("+"):
             include.add(f.lstrip("+"))
     return include, exclude
 

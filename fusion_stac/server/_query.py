@@ -256,6 +256,6 @@ def sort_sql(sortby: Sequence[Mapping[str, str]] | None) -> str:
         if not fld:
             raise QueryError("sortby needs a field")
         terms.append(f"{_property_sql(fld)} {direction.upper()}")
-    if not terms:
-        terms = ["datetime DESC"]
+    if not terms:  # newest first; items with a footprint before those without (tables, reports)
+        terms = ["datetime DESC", "minx IS NULL"]
     return ", ".join([*terms, "collection ASC", "id ASC"])
