@@ -39,7 +39,6 @@ log = logging.getLogger("fusion_stac.server")
 
 API_KEY_ENV = "FUSION_STAC_API_KEY"
 API_KEY_HEADER = "X-API-Key"
-_OPEN_PATHS = ("/_mgmt/ping", "/_mgmt/health")
 
 
 def is_loopback(host: str) -> bool:

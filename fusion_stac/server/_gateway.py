@@ -164,16 +164,18 @@ def gateway_router(client: FusionClient, index: Index, *, mode: str = "redirect"
     router = APIRouter(tags=["Assets"])
     mode_query: Any = Query(None, description="redirect (307 to a freshly signed URL) or stream (the bytes)")
 
-    @router.api_route(ASSETS_PREFIX + "/{organisation_id}/{data_id}/{file_id}", methods=["GET", "HEAD"],
-                      name="Asset", include_in_schema=True)
     async def asset(request: Request, organisation_id: str, data_id: str, file_id: str,
                     mode: str | None = mode_query) -> Response:
         return await gateway.answer(request, organisation_id, data_id, file_id, False, mode)
 
-    @router.api_route(ASSETS_PREFIX + "/{organisation_id}/{data_id}/{file_id}/preview", methods=["GET", "HEAD"],
-                      name="Asset preview", include_in_schema=True)
     async def preview(request: Request, organisation_id: str, data_id: str, file_id: str,
                       mode: str | None = mode_query) -> Response:
         return await gateway.answer(request, organisation_id, data_id, file_id, True, mode)
 
+    file_path = ASSETS_PREFIX + "/{organisation_id}/{data_id}/{file_id}"
+    for method in ("GET", "HEAD"):
+        router.add_api_route(file_path, asset, methods=[method], name=f"Asset ({method})",
+                             operation_id=f"asset_{method.lower()}")
+        router.add_api_route(file_path + "/preview", preview, methods=[method], name=f"Asset preview ({method})",
+                             operation_id=f"asset_preview_{method.lower()}")
     return router

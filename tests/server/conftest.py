@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 pytest.importorskip("stac_fastapi.api", reason="the server extra is not installed")
 
@@ -19,6 +22,7 @@ PASSWORD = "MyPassword123!"
 OTHER_EMAIL = "other@example.com"
 OTHER_PASSWORD = "OtherPassword123!"
 CLASSIFICATION = "Demo: Sentinel-2 Cloud Classification"
+ROOT = Path(__file__).parents[2]
 THAMES = Path(__file__).parents[2] / "fusion_stac" / "emulator" / "regions" / "thames.geojson"
 URL_LIFETIME = 2.0  # seconds a signed storage URL lives: reads 5 s later need fresh ones
 
@@ -36,28 +40,44 @@ def free_port() -> int:
 
 
 class Served:
-    """An ASGI app served by uvicorn in a thread on a free loopback port."""
+    """``fusion-stac serve`` in its own process on a free loopback port (as users run it: GDAL and the
+    other readers in the test process never share a process with the server)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
-        import uvicorn
-
+    def __init__(self, emu: Any, index: Path, *options: str, email: str = EMAIL, password: str = PASSWORD) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                                    lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.args = [sys.executable, "-m", "fusion_stac", "serve", "--api-url", emu.url, "--no-progress",
+                     "--port", str(self.port), "--index", str(index), "--refresh", "3600", *options]
+        self.env = {**os.environ, "FUSION_PLATFORM_EMAIL": email, "FUSION_PLATFORM_PASSWORD": password,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self.log = index.with_suffix(".log")
+        self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Served:
-        self.thread.start()
-        for _ in range(400):
-            if self.server.started:
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(1200):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"fusion-stac serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                requests.get(self.url + "/_mgmt/ping", timeout=1)
                 return self
-            time.sleep(0.025)
-        raise RuntimeError("uvicorn did not start")
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("fusion-stac serve did not start")
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 @dataclass(frozen=True)
@@ -115,34 +135,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture(scope="session")
 def served(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The STAC API (redirect mode) over the world, its index in a temporary directory."""
-    from fusion_stac.server import create_app
-
-    client = new_client(world.emu)
-    app = create_app(client, index_path=tmp_path_factory.mktemp("index") / "index.sqlite", refresh_interval=3600)
-    with Served(app) as s:
+    with Served(world.emu, tmp_path_factory.mktemp("index") / "index.sqlite") as s:
         yield s
-    client.close()
+
+
+@pytest.fixture(scope="session")
+def streamed(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A second server, in stream mode (the bytes through the server), over the same world."""
+    with Served(world.emu, tmp_path_factory.mktemp("stream-index") / "index.sqlite", "--asset-mode", "stream") as s:
+        yield s
 
 
 @pytest.fixture
 def serve(world: World, tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """Factory: another server over the world, with its own settings."""
+    """Factory: another server over the world, with its own command-line options."""
     started: list[Served] = []
-    clients: list[Any] = []
 
-    def factory(host: str = "127.0.0.1", **settings: Any) -> Served:
-        from fusion_stac.server import create_app
-
-        client = new_client(world.emu)
-        clients.append(client)
-        settings.setdefault("index_path", tmp_path / f"index-{len(started)}.sqlite")
-        settings.setdefault("refresh_interval", 3600)
-        s = Served(create_app(client, **settings), host=host).__enter__()
+    def factory(*options: str) -> Served:
+        s = Served(world.emu, tmp_path / f"index-{len(started)}.sqlite", *options).__enter__()
         started.append(s)
         return s
 
     yield factory
     for s in started:
         s.__exit__()
-    for c in clients:
-        c.close()

@@ -1,0 +1,264 @@
+"""The STAC API server: search latency, indexing requests, and odc-stac through the asset gateway.
+
+Claims: ``/search`` with a bbox + datetime + CQL2 filter answers in p95 < 50 ms on an index of
+10,000 items; indexing a 16-slice run costs at most 1.1x the minimum API requests; ``odc.stac.load``
+of the 16 slices through the gateway (307 redirects to freshly signed URLs) takes at most 1.2x the
+time of the same load on directly signed URLs.
+
+Setup (untimed): one emulator in its own process (as traversal.py), a square region cut into 4 x 4
+slices, the classification service run on it (its 16 slice rasters are the odc-stac inputs).
+
+1. **Search latency**: 10,000 synthetic items (copies of the run's items with ids, footprints and
+   datetimes spread over the UK and a year) are inserted into a fresh index; the server answers
+   ``GET /search?bbox=..&datetime=..&filter=..`` over HTTP (uvicorn on loopback, in this process's
+   threads) with a different bbox each time; medians and p95 of ``--searches`` requests.
+2. **Indexing requests**: a cold refresh of an empty index over the platform holding the run (and
+   its region upload), API requests counted by the emulator, against the minimum the API allows:
+   per organisation 1 listing of uploads and 1 of processes; per upload 1 file listing; per process
+   ⌈E / page⌉ listings of its E executions (they carry the group ids; one page of up to 24 here); per
+   run the minimum of ``benchmarks/catalog.py`` without its process and group listings (they came
+   with the listings above): M component listings for the M executions and O file listings for the
+   O output data items. No process fetch, data fetch or download URL is needed.
+3. **odc-stac**: ``odc.stac.load(items, bands=["data"], chunks={})`` then ``.compute()`` of the 16
+   slice rasters at 1/4 resolution (GDAL reads overviews), on one geobox, in a fresh GDAL state each
+   run: items from the server (gateway hrefs) against the same items with hrefs replaced by URLs signed
+   just before (``GDAL_GET_ONLY`` settings for the signed ones, as they refuse HEAD).
+
+Run: ``python benchmarks/stac_api.py [--runs 5] [--searches 200] [--items 10000]``.
+The last line is ``SUMMARY search_p95_ms=<x> index_request_ratio=<y> gateway_ratio_direct=<z>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from traversal import EMAIL, PASSWORD, EmulatorProcess, prepare
+
+PAGE_SIZE = 24
+
+
+class Served:
+    """An ASGI app served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def minimum_requests(client: Any, org: str) -> tuple[int, str]:
+    """The minimum API requests to index everything the user sees, and how it was counted (untimed)."""
+    data = list(client.iter_data(org))
+    processes = list(client.iter_processes(org))
+    total, runs, members_n, outputs_n = 2 + len(data), 0, 0, 0
+    for p in processes:
+        executions = list(client.iter_executions(org, p.id))
+        total += max(1, math.ceil(len(executions) / PAGE_SIZE))
+        runs += len({e.group_id or e.id for e in executions})
+        members_n += len(executions)
+        outputs = {d for e in executions for c in client.iter_components(org, e.id) for d in c.outputs}
+        outputs_n += len(outputs)
+    total += members_n + outputs_n
+    how = (f"2 listings + {len(data)} upload file listing(s) + execution listing(s) of {len(processes)} process(es) "
+           f"+ {members_n} component listings + {outputs_n} output file listings ({runs} run(s))")
+    return total, how
+
+
+def synthetic_index(path: Path, template: list[dict[str, Any]], n: int) -> Any:
+    from fusion_stac.server import Index
+
+    index = Index(path)
+    rng = random.Random(7)
+    per = 500
+    for c in range(math.ceil(n / per)):
+        items = []
+        for k in range(min(per, n - c * per)):
+            item = json.loads(json.dumps(template[(c * per + k) % len(template)]))
+            item["id"] = f"synthetic-{c}-{k}"
+            w, s = rng.uniform(-8.0, 1.5), rng.uniform(50.0, 58.0)
+            e, n_ = w + 0.3, s + 0.2
+            item["bbox"] = [w, s, e, n_]
+            item["geometry"] = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n_], [w, n_], [w, s]]]}
+            day = rng.randrange(365)
+            stamp = f"2021-{1 + day // 31:02d}-{1 + day % 28:02d}T10:00:00Z"
+            props = item["properties"]
+            props["datetime"] = props["start_datetime"] = props["end_datetime"] = stamp
+            props["fusion:group_index"] = rng.randrange(16)
+            items.append(item)
+        coll = {"type": "Collection", "id": f"synthetic-{c}", "stac_version": "1.1.0", "description": "synthetic",
+                "license": "other", "links": [], "extent": {"spatial": {"bbox": [[-8, 50, 2, 58.2]]},
+                                                            "temporal": {"interval": [[None, None]]}}}
+        index.put_collection(coll, items, kind="run", source=f"synthetic:{c}")
+    return index
+
+
+def search_latency(client: Any, template: list[dict[str, Any]], n: int, searches: int, tmp: Path) -> list[float]:
+    import requests
+
+    from fusion_stac.server import create_app
+
+    path = tmp / "synthetic.sqlite"
+    synthetic_index(path, template, n).close()
+    app = create_app(client, index_path=path, background_refresh=False, refresh_interval=1e9)
+    app.state.fusion.indexer.last_refresh = time.monotonic()  # answer from the synthetic index only
+    rng = random.Random(11)
+    times = []
+    with Served(app) as served, requests.Session() as http:
+        for i in range(searches + 10):
+            w, s = rng.uniform(-8.0, 0.0), rng.uniform(50.0, 56.0)
+            params = {"bbox": f"{w},{s},{w + 1.5},{s + 1.5}", "datetime": "2021-03-01T00:00:00Z/2021-09-30T00:00:00Z",
+                      "filter": "\"fusion:group_index\" < 8 AND \"fusion:file_type\" = 'GeoTIFF'",
+                      "filter-lang": "cql2-text", "limit": 10}
+            began = time.perf_counter()
+            r = http.get(served.url + "/search", params=params)
+            elapsed = time.perf_counter() - began
+            r.raise_for_status()
+            assert r.json()["features"], "the benchmark search should find items"
+            if i >= 10:  # warm-up
+                times.append(elapsed)
+    return times
+
+
+def odc_load(items: list[Any], geobox: Any, env: dict[str, Any]) -> float:
+    import odc.stac
+    import rasterio
+
+    began = time.perf_counter()
+    with rasterio.Env(**env):
+        ds = odc.stac.load(items, bands=["data"], geobox=geobox, groupby="time", chunks={}, resampling="nearest")
+        ds["data"].compute()
+    return time.perf_counter() - began
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--searches", type=int, default=200)
+    parser.add_argument("--items", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    logging.getLogger("fusion_platform").setLevel(logging.WARNING)
+
+    import pystac
+    import pystac_client
+    from odc.geo.geobox import GeoBox
+
+    from fusion_stac.client import FusionClient
+    from fusion_stac.server import create_app
+    from fusion_stac.stac import GDAL_GET_ONLY
+
+    with tempfile.TemporaryDirectory() as tmpdir, EmulatorProcess(execution_duration=0) as emu:
+        tmp = Path(tmpdir)
+        print(f"emulator in its own process at {emu.url}")
+        org, process_id, group_id = prepare(emu, tmp)
+        client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, max_workers=16)
+        minimum, how = minimum_requests(client, org)
+        client.user  # noqa: B018 -- logged in before counting
+
+        # 2. indexing requests: a cold refresh, counted by the emulator
+        app = create_app(client, index_path=tmp / "index.sqlite", background_refresh=False, refresh_interval=1e9)
+        indexer = app.state.fusion.indexer
+        emu.reset_stats()
+        began = time.perf_counter()
+        report = indexer.refresh()
+        index_seconds = time.perf_counter() - began
+        index_requests = int(emu.stats()["api_requests"])
+        emu.reset_stats()
+        again = indexer.refresh()
+        again_requests = int(emu.stats()["api_requests"])
+        index_ratio = index_requests / minimum
+
+        with Served(app) as served:
+            search = pystac_client.Client.open(served.url).search(
+                collections=[group_id], filter="\"fusion:file_type\" = 'GeoTIFF' AND \"fusion:aggregator\" = false",
+                limit=100)
+            gateway_items = list(search.items())
+            template = [i.to_dict() for i in gateway_items]
+            if len(gateway_items) != 16:
+                raise SystemExit(f"expected the 16 slice rasters, found {len(gateway_items)}")
+
+            # 3. odc-stac: gateway hrefs against directly signed ones, one geobox (1/4 resolution)
+            first = gateway_items[0]
+            crs = first.properties["proj:code"]
+            res = 4 * abs(first.assets["data"].extra_fields["proj:transform"][0])
+            geobox = GeoBox.from_bbox(_union_bbox(gateway_items), crs="EPSG:4326").to_crs(crs)
+            geobox = GeoBox.from_bbox(geobox.boundingbox, crs=crs, resolution=res)
+            timings: dict[str, list[float]] = {"gateway": [], "direct": []}
+            for _ in range(args.runs):
+                direct_items = []
+                for it in gateway_items:
+                    clone = pystac.Item.from_dict(it.to_dict())
+                    p = it.properties
+                    clone.assets["data"].href = client.download_url(org, p["fusion:data_id"], p["fusion:file_id"]).url
+                    direct_items.append(clone)
+                _reset_gdal()
+                timings["gateway"].append(odc_load(gateway_items, geobox, {}))
+                _reset_gdal()
+                timings["direct"].append(odc_load(direct_items, geobox, GDAL_GET_ONLY))
+        # 1. search latency on 10,000 items
+        latencies = search_latency(client, template, args.items, args.searches, tmp)
+        client.close()
+
+    p50 = statistics.median(latencies) * 1000
+    p95 = sorted(latencies)[max(0, math.ceil(0.95 * len(latencies)) - 1)] * 1000
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    gateway_ratio = med["gateway"] / med["direct"]
+    print(f"run: {report.items} items in {report.collections} collections indexed in {index_seconds:.2f} s")
+    print(f"minimum requests: {how} = {minimum}")
+    print(f"{'measure':<44} {'value':>12} {'target':>12}")
+    print(f"{'/search latency median (ms), ' + str(args.items) + ' items':<44} {p50:>12.1f} {'':>12}")
+    print(f"{'/search latency p95 (ms)':<44} {p95:>12.1f} {'< 50':>12}")
+    print(f"{'indexing requests (cold)':<44} {index_requests:>12d} {f'min {minimum}':>12}")
+    print(f"{'indexing requests / minimum':<44} {index_ratio:>12.2f} {'<= 1.1':>12}")
+    print(f"{'refresh with nothing new (requests)':<44} {again_requests:>12d} {'':>12}")
+    print(f"{'odc.stac.load 16 slices, gateway (s, median)':<44} {med['gateway']:>12.3f} {'':>12}   "
+          + " ".join(f"{t:.3f}" for t in timings["gateway"]))
+    print(f"{'odc.stac.load 16 slices, direct (s, median)':<44} {med['direct']:>12.3f} {'':>12}   "
+          + " ".join(f"{t:.3f}" for t in timings["direct"]))
+    print(f"{'gateway / direct':<44} {gateway_ratio:>12.2f} {'<= 1.2':>12}")
+    print(f"SUMMARY search_p95_ms={p95:.1f} index_request_ratio={index_ratio:.2f} gateway_ratio_direct={gateway_ratio:.2f}")
+    return 0
+
+
+def _union_bbox(items: list[Any]) -> tuple[float, float, float, float]:
+    boxes = [i.bbox for i in items if i.bbox]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _reset_gdal() -> None:
+    """Forget GDAL's /vsicurl/ caches (file properties, redirect targets, blocks): each load starts cold."""
+    from osgeo import gdal  # noqa: F401  -- only if the GDAL bindings exist
+
+    gdal.VSICurlClearCache()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
