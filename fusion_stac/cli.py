@@ -177,5 +177,4 @@ def _emulator(args: argparse.Namespace) -> int:
     return int(emulator_main(list(args.emulator_args)) or 0)
 
 
-from fusion_stac._cli import demo  # noqa: E402,F401
-from fusion_stac._cli import serve  # noqa: E402,F401
+from fusion_stac._cli import demo, serve  # noqa: E402,F401

@@ -32,7 +32,7 @@ try:
     import cql2  # noqa: F401
     import fastapi  # noqa: F401
     import shapely  # noqa: F401
-    import stac_fastapi.api  # noqa: F401
+    import stac_fastapi.api
     import stac_fastapi.extensions  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -41,12 +41,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc.name or exc} is missing)"
     ) from exc
 
-from fusion_stac.server._app import API_KEY_ENV, API_KEY_HEADER, ServerState, create_app, default_index_path, \
-    is_loopback
-from fusion_stac.server._gateway import ASSET_MODES
-from fusion_stac.server._index import Index
-from fusion_stac.server._indexer import Indexer, RefreshReport
-from fusion_stac.server._query import QueryError
+from fusion_stac.server._app import (  # noqa: E402
+    API_KEY_ENV,
+    API_KEY_HEADER,
+    ServerState,
+    create_app,
+    default_index_path,
+    is_loopback,
+)
+from fusion_stac.server._gateway import ASSET_MODES  # noqa: E402
+from fusion_stac.server._index import Index  # noqa: E402
+from fusion_stac.server._indexer import Indexer, RefreshReport  # noqa: E402
+from fusion_stac.server._query import QueryError  # noqa: E402
 
 __all__ = [
     "API_KEY_ENV",

@@ -11,18 +11,23 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from pydantic import BaseModel, field_validator, model_validator
 from stac_fastapi.api.app import StacApi
 from stac_fastapi.api.middleware import ProxyHeaderMiddleware
-from stac_fastapi.api.models import ItemCollectionUri, create_get_request_model, create_post_request_model, \
-    create_request_model
+from stac_fastapi.api.models import (
+    ItemCollectionUri,
+    create_get_request_model,
+    create_post_request_model,
+    create_request_model,
+)
 from stac_fastapi.extensions import FieldsExtension, FilterExtension, SortExtension, TokenPaginationExtension
 from stac_fastapi.extensions.filter import FilterConformanceClasses
 from stac_fastapi.extensions.sort.sort import SortConformanceClasses
 from stac_fastapi.types.config import ApiSettings
+from stac_fastapi.types.search import APIRequest
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -117,7 +122,7 @@ def _search_post_model(extensions: list[Any]) -> type[BaseModel]:
     well as a list) and strict where the fields extension asks (``"fields": null`` is a 400)."""
     base: Any = create_post_request_model(extensions)
 
-    class FusionSearchPost(base):  # type: ignore[misc,valid-type]
+    class FusionSearchPost(base):
         @field_validator("collections", "ids", mode="before")
         @classmethod
         def _listed(cls, value: Any) -> Any:
@@ -211,8 +216,8 @@ def create_app(
         settings=settings, client=core, extensions=extensions, app=app, middlewares=middlewares,
         search_get_request_model=create_get_request_model(extensions),
         search_post_request_model=_search_post_model(extensions),
-        items_get_request_model=create_request_model("ItemCollectionUri", base_model=ItemCollectionUri,
-                                                     extensions=extensions, request_type="GET"),
+        items_get_request_model=cast(type[APIRequest], create_request_model(
+            "ItemCollectionUri", base_model=ItemCollectionUri, extensions=extensions, request_type="GET")),
     )
     api.app.include_router(gateway_router(client, index, mode=asset_mode, min_validity=min_url_validity))
     api.app.state.fusion = ServerState(client, index, indexer, asset_mode)

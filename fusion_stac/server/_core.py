@@ -24,7 +24,7 @@ from stac_fastapi.types.search import BaseSearchPostRequest
 from fusion_stac.server._index import Index
 from fusion_stac.server._query import QueryError, SqlWhere, bbox_sql, datetime_sql, filter_sql, sort_sql
 
-__all__ = ["FusionCoreClient", "FusionFiltersClient", "MAX_LIMIT"]
+__all__ = ["MAX_LIMIT", "FusionCoreClient", "FusionFiltersClient"]
 
 MAX_LIMIT = 1000
 GEOJSON = "application/geo+json"

@@ -47,7 +47,7 @@ CHUNK = 1 << 20
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """``(start, end_exclusive)`` of a single ``Range`` header, ``None`` for the whole file (no header,
     or several ranges), or ``"unsatisfiable"``."""
     if not header:

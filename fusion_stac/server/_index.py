@@ -177,7 +177,9 @@ class Index:
         coll["links"] = []
         cid = coll["id"]
         org_id = str(coll.get("fusion:organisation_id") or "")
-        rows, file_rows, names = [], [], {}
+        rows: list[tuple[Any, ...]] = []
+        file_rows: list[tuple[Any, ...]] = []
+        names: dict[str, str] = {}
         for src in items:
             item = json.loads(json.dumps(src))
             item["links"] = []

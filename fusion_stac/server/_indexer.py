@@ -23,7 +23,7 @@ from typing import Any
 
 from fusion_stac.client import FusionClient
 from fusion_stac.errors import FusionError, redact
-from fusion_stac.models import ProcessExecution
+from fusion_stac.models import Process, ProcessExecution
 from fusion_stac.server._index import Index
 from fusion_stac.stac import FusionStacIO
 from fusion_stac.stac.io import execution_href, group_href, upload_href
@@ -108,10 +108,13 @@ class Indexer:
         listed_all = True
         todo: list[tuple[str, str, str]] = []  # (source, kind, stac href)
         for org_id in self.client.user.organisation_ids:
+            def listing(process: Process, org_id: str = org_id) -> tuple[str, list[ProcessExecution]]:
+                return process.id, io.executions(org_id, process.id)
+
             try:
                 uploads = io.uploads(org_id)
                 processes = io.processes(org_id)
-                runs = self.client.map(lambda p, org_id=org_id: (p.id, io.executions(org_id, p.id)), processes)
+                runs = self.client.map(listing, processes)
             except FusionError as exc:
                 listed_all = False
                 report.errors.append(f"organisation {org_id}: {redact(str(exc))}")

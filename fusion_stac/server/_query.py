@@ -142,7 +142,7 @@ class _Translator:
             raise QueryError(f"CQL2 operator {arg['op']!r} cannot be used as a value")
         return self.literal(arg, time=time)
 
-    def expr(self, node: Any) -> str:  # noqa: C901 -- one branch per operator
+    def expr(self, node: Any) -> str:
         if isinstance(node, bool):
             return "1" if node else "0"
         if not isinstance(node, Mapping) or "op" not in node:
@@ -194,10 +194,10 @@ class _Translator:
             if not isinstance(interval, Mapping):
                 raise QueryError(f"{op} needs a property and an interval or timestamp")
             if "interval" in interval:
-                lo, hi = (list(interval["interval"]) + [None, None])[:2]
+                start, end = [*interval["interval"], None, None][:2]
             else:
-                lo = hi = interval.get("timestamp") or interval.get("date")
-            sql, params = datetime_sql(lo, hi)
+                start = end = interval.get("timestamp") or interval.get("date")
+            sql, params = datetime_sql(start, end)
             self.params.extend(params)
             return sql
         raise QueryError(f"unsupported CQL2 operator {node['op']!r} (supported: and, or, not, =, <>, <, <=, >, >=, "
