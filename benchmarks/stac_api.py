@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pystac
     import pystac_client
+    from odc.geo import geom
     from odc.geo.geobox import GeoBox
 
     from fusion_stac.client import FusionClient
@@ -219,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             first = gateway_items[0]
             crs = first.properties["proj:code"]
             res = 4 * abs(first.assets["data"].extra_fields["proj:transform"][0])
-            geobox = GeoBox.from_bbox(_union_bbox(gateway_items), crs="EPSG:4326").to_crs(crs)
-            geobox = GeoBox.from_bbox(geobox.boundingbox, crs=crs, resolution=res)
+            area = geom.box(*_union_bbox(gateway_items), "EPSG:4326").to_crs(crs)
+            geobox = GeoBox.from_bbox(area.boundingbox, crs=crs, resolution=res)
             timings: dict[str, list[float]] = {"gateway": [], "direct": []}
             for run in range(args.runs):
                 direct_items, cold_items = [], []

@@ -245,6 +245,13 @@ class Index:
             "SELECT size, media_type, name FROM files WHERE org_id=? AND data_id=? AND file_id=? AND preview=?",
             (org_id, data_id, file_id, int(preview))).fetchone()
 
+    def files_of(self, org_id: str, data_id: str) -> list[tuple[str, int | None]]:
+        """``(file_id, size)`` of the files of one data item the user can see (the gateway's listing)."""
+        rows = self.connect().execute(
+            "SELECT file_id, size FROM files WHERE org_id=? AND data_id=? AND preview=0 ORDER BY file_id",
+            (org_id, data_id))
+        return [(r[0], r[1]) for r in rows]
+
     def property_types(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.connect().execute("SELECT name, type FROM properties ORDER BY name")}
 

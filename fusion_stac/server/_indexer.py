@@ -105,7 +105,7 @@ class Indexer:
         io = FusionStacIO(self.client, read_headers=self.read_headers, include_intermediate=self.include_intermediate)
         complete = self.index.complete_sources()
         seen: set[str] = set()
-        listed_all = True
+        listed: list[str] = []  # organisations whose listings answered: what they lost is dropped
         todo: list[tuple[str, str, str]] = []  # (source, kind, stac href)
         for org_id in self.client.user.organisation_ids:
             def listing(process: Process, org_id: str = org_id) -> tuple[str, list[ProcessExecution]]:
@@ -116,9 +116,9 @@ class Indexer:
                 processes = io.processes(org_id)
                 runs = self.client.map(listing, processes)
             except FusionError as exc:
-                listed_all = False
                 report.errors.append(f"organisation {org_id}: {redact(str(exc))}")
                 continue
+            listed.append(org_id)
             for d in uploads:
                 source = f"upload:{org_id}/{d.id}"
                 seen.add(source)
@@ -149,8 +149,9 @@ class Indexer:
             final = doc.get("fusion:state") in FINAL_STATES
             report.items += self.index.put_collection(doc, items, kind=kind, source=source, complete=final)
             report.collections += 1
-        if listed_all:
-            for source in self.index.sources() - seen:
+        prefixes = tuple(f"{kind}:{org}/" for org in listed for kind in ("upload", "run"))
+        for source in self.index.sources() - seen:
+            if source.startswith(prefixes):  # an upload or run of a listed organisation that is gone
                 self.index.forget_source(source)
                 report.dropped += 1
         report.seconds = time.monotonic() - began
