@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fusion_stac.client import FusionClient
 from fusion_stac.server._core import FusionCoreClient, FusionFiltersClient
-from fusion_stac.server._gateway import ASSET_MODES, gateway_router
+from fusion_stac.server._gateway import ASSET_MODES, AssetFastPath, Gateway, gateway_router
 from fusion_stac.server._index import Index
 from fusion_stac.server._indexer import Indexer
 
@@ -194,7 +194,9 @@ def create_app(
                                         "slices and aggregator). Asset hrefs never expire.")
     settings = ApiSettings(stac_fastapi_title=title, stac_fastapi_landing_id="fusion-platform",
                            enable_response_models=False)
-    middlewares = [Middleware(ProxyHeaderMiddleware)]
+    gateway = Gateway(client, index, mode=asset_mode, min_validity=min_url_validity)
+    # innermost first: the asset fast path inside the proxy-header and CORS middlewares
+    middlewares = [Middleware(AssetFastPath, gateway=gateway), Middleware(ProxyHeaderMiddleware)]
     if cors_origins:
         middlewares.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins),
                                       allow_methods=["OPTIONS", "POST", "GET", "HEAD"],
@@ -219,7 +221,7 @@ def create_app(
         items_get_request_model=cast(type[APIRequest], create_request_model(
             "ItemCollectionUri", base_model=ItemCollectionUri, extensions=extensions, request_type="GET")),
     )
-    api.app.include_router(gateway_router(client, index, mode=asset_mode, min_validity=min_url_validity))
+    api.app.include_router(gateway_router(gateway))
     api.app.state.fusion = ServerState(client, index, indexer, asset_mode)
     hosts = None if api_key else (list(allowed_hosts) if allowed_hosts is not None else None)
     api.app.add_middleware(_Guard, api_key=api_key, allowed_hosts=hosts)

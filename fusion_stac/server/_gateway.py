@@ -36,13 +36,14 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fusion_stac.client import FusionClient
 from fusion_stac.errors import FusionError, NotFoundError, PermissionDeniedError, redact
 from fusion_stac.server._index import ASSETS_PREFIX, Index
 from fusion_stac.storage import FileKey
 
-__all__ = ["ASSET_MODES", "gateway_router", "listing_html", "parse_range"]
+__all__ = ["ASSET_MODES", "AssetFastPath", "Gateway", "gateway_router", "listing_html", "parse_range"]
 
 log = logging.getLogger("fusion_stac.server")
 
@@ -89,8 +90,10 @@ def _error(status: int, code: str, description: str) -> JSONResponse:
                         headers={"Cache-Control": "no-store"})
 
 
-class _Gateway:
-    def __init__(self, client: FusionClient, index: Index, *, mode: str, min_validity: float) -> None:
+class Gateway:
+    def __init__(self, client: FusionClient, index: Index, *, mode: str = "redirect", min_validity: float = 300.0) -> None:
+        if mode not in ASSET_MODES:
+            raise ValueError(f"asset mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
         self.client = client
         self.index = index
         self.mode = mode
@@ -104,6 +107,21 @@ class _Gateway:
             broker.invalidate(lease)  # too close to expiry to hand to a reader: sign afresh
             lease = broker.lease(key)
         return lease.url
+
+    def fresh_url(self, key: FileKey) -> str | None:
+        """The broker's URL for ``key`` if it has one with ``min_validity`` left (no I/O), else ``None``."""
+        broker = self.client.storage.broker
+        if key not in broker:
+            return None
+        lease = broker.lease(key)
+        return lease.url if lease.deadline - time.monotonic() >= self.min_validity else None
+
+    async def listing(self, org_id: str, data_id: str) -> Response:
+        files = self.index.files_of(org_id, data_id)
+        if not files:
+            return _error(404, "NotFound", f"no assets under {ASSETS_PREFIX}/{org_id}/{data_id}/")
+        return Response(listing_html(f"{ASSETS_PREFIX}/{org_id}/{data_id}", files), media_type="text/html",
+                        headers={"Cache-Control": "no-store"})
 
     def size(self, key: FileKey, known: int | None) -> int:
         if known is not None:
@@ -135,7 +153,7 @@ class _Gateway:
         mode = mode or self.mode
         if mode not in ASSET_MODES:
             return _error(400, "InvalidParameterValue", f"mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
-        row = await run_in_threadpool(self.index.file, org_id, data_id, file_id, preview)
+        row = self.index.file(org_id, data_id, file_id, preview)  # one indexed SQLite lookup: no thread hop
         if row is None:
             return _error(404, "NotFound", f"no asset {what} (unknown, or not visible to this server's user)")
         key = FileKey(org_id, data_id, file_id, preview=preview)
@@ -147,7 +165,7 @@ class _Gateway:
                 return Response(status_code=200, media_type=media,
                                 headers={**common, "Content-Length": str(size)})
             if mode == "redirect":
-                url = await run_in_threadpool(self.sign, key)
+                url = self.fresh_url(key) or await run_in_threadpool(self.sign, key)
                 log.debug("asset %s: redirected to storage", what)
                 return Response(status_code=307, headers={**common, "Location": url, "Referrer-Policy": "no-referrer"})
             size = await run_in_threadpool(self.size, key, row["size"])
@@ -169,12 +187,34 @@ class _Gateway:
                                           "Content-Range": f"bytes {start}-{end - 1}/{size}"})
 
 
-def gateway_router(client: FusionClient, index: Index, *, mode: str = "redirect",
-                   min_validity: float = 300.0) -> APIRouter:
-    """The ``/assets`` routes (GET and HEAD, file and preview)."""
-    if mode not in ASSET_MODES:
-        raise ValueError(f"asset mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
-    gateway = _Gateway(client, index, mode=mode, min_validity=min_validity)
+class AssetFastPath:
+    """ASGI middleware answering ``/assets/...`` before FastAPI's routing and dependency injection (GDAL
+    opens each file with three requests here: each is one SQLite lookup and, at most, one signature)."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(ASSETS_PREFIX + "/") or scope.get("method") not in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        parts = path[len(ASSETS_PREFIX) + 1:].split("/")
+        request = Request(scope, receive)
+        response: Response | None = None
+        if len(parts) == 3 and parts[2] == "" and scope["method"] == "GET":
+            response = await self.gateway.listing(parts[0], parts[1])
+        elif len(parts) in (3, 4) and all(parts[:3]) and (len(parts) == 3 or parts[3] == "preview"):
+            response = await self.gateway.answer(request, parts[0], parts[1], parts[2], len(parts) == 4,
+                                                 request.query_params.get("mode"))
+        if response is None:
+            return await self.app(scope, receive, send)
+        await response(scope, receive, send)
+
+
+def gateway_router(gateway: Gateway) -> APIRouter:
+    """The ``/assets`` routes (GET and HEAD, file and preview; the OpenAPI description of
+    :class:`AssetFastPath`, which answers them first)."""
     router = APIRouter(tags=["Assets"])
     mode_query: Any = Query(None, description="redirect (307 to a freshly signed URL) or stream (the bytes)")
 
@@ -187,11 +227,7 @@ def gateway_router(client: FusionClient, index: Index, *, mode: str = "redirect"
         return await gateway.answer(request, organisation_id, data_id, file_id, True, mode)
 
     async def listing(request: Request, organisation_id: str, data_id: str) -> Response:
-        files = await run_in_threadpool(index.files_of, organisation_id, data_id)
-        if not files:
-            return _error(404, "NotFound", f"no assets under {ASSETS_PREFIX}/{organisation_id}/{data_id}/")
-        return Response(listing_html(f"{ASSETS_PREFIX}/{organisation_id}/{data_id}", files), media_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+        return await gateway.listing(organisation_id, data_id)
 
     router.add_api_route(ASSETS_PREFIX + "/{organisation_id}/{data_id}/", listing, methods=["GET"],
                          name="Asset listing", operation_id="asset_listing", include_in_schema=False)

@@ -160,3 +160,14 @@ def test_curl_follows_the_gateway_also_after_expiry(served: Served, world: World
     curl()
     _expire()
     curl()
+
+
+def test_directory_listing_names_the_files_gdal_may_open_and_nothing_foreign(served: Served, world: World) -> None:
+    href = _upload_href(served, world)
+    directory = href.rsplit("/", 1)[0] + "/"
+    r = requests.get(directory)
+    path = directory.split(str(served.port), 1)[1].rstrip("/")
+    assert r.status_code == 200 and f"<title>Index of {path}</title>" in r.text
+    assert f'<a href="{href.rsplit("/", 1)[1]}">' in r.text and r.text.count("<a href=") == 1
+    foreign = requests.get(f"{served.url}/assets/{world.other_org_id}/{world.other_data_id}/")
+    assert foreign.status_code == 404 and world.other_file_id not in foreign.text
