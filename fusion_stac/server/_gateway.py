@@ -161,11 +161,13 @@ class Gateway:
         common = {"Cache-Control": "no-store", "Accept-Ranges": "bytes"}
         try:
             if request.method == "HEAD":
-                size = await run_in_threadpool(self.size, key, row["size"])
+                size = row["size"] if row["size"] is not None else await run_in_threadpool(self.size, key, None)
                 return Response(status_code=200, media_type=media,
                                 headers={**common, "Content-Length": str(size)})
             if mode == "redirect":
-                url = self.fresh_url(key) or await run_in_threadpool(self.sign, key)
+                url = self.fresh_url(key)
+                if url is None:
+                    url = await run_in_threadpool(self.sign, key)
                 log.debug("asset %s: redirected to storage", what)
                 return Response(status_code=307, headers={**common, "Location": url, "Referrer-Policy": "no-referrer"})
             size = await run_in_threadpool(self.size, key, row["size"])
