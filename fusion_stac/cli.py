@@ -212,4 +212,4 @@ def _emulator(args: argparse.Namespace) -> int:
     return int(emulator_main(list(args.emulator_args), prog="fusion-stac emulator") or 0)
 
 
-from fusion_stac._cli import demo  # noqa: E402,F401
+from fusion_stac._cli import demo, serve  # noqa: E402,F401

@@ -1,0 +1,95 @@
+"""The index keeps up incrementally, persists across restarts; the server's security rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from .conftest import Served, World, new_client, write_geotiff
+
+
+def test_refresh_walks_only_what_is_new_and_survives_a_restart(fresh_emulator: Any, tmp_path: Path) -> None:
+    from fusion_stac.server import Index, Indexer
+
+    emu = fresh_emulator
+    client = new_client(emu)
+    org = client.organisation()
+    first = client.create_data(org.id, "First", [write_geotiff(tmp_path / "a.tif")])
+    client.user  # noqa: B018 -- logged in before counting
+    index = Index(tmp_path / "index.sqlite")
+    indexer = Indexer(client, index)
+    report = indexer.refresh()
+    assert report.collections == 1 and report.items == 1 and not report.errors
+    assert index.collection(first.id) is not None
+
+    emu.reset_stats()
+    report = indexer.refresh()  # nothing changed: listings only, no walk
+    assert report.collections == 0 and report.skipped == 1
+    stats = emu.stats()
+    listings = int(stats["api_requests"])
+    assert listings == 2  # the uploads and the processes of the one organisation; nothing walked
+    assert not any("files" in str(route) for route in stats["routes"]), stats["routes"]
+
+    second = client.create_data(org.id, "Second", [write_geotiff(tmp_path / "b.tif")])
+    emu.reset_stats()
+    report = indexer.refresh()
+    assert report.collections == 1 and report.skipped == 1  # only the new upload was walked
+    assert int(emu.stats()["api_requests"]) == listings + 1  # + its one file listing
+    assert index.collection(second.id) is not None
+    index.close()
+
+    # a restart: a new index over the same file answers at once, and its first refresh walks nothing
+    again = Index(tmp_path / "index.sqlite")
+    assert {c["id"] for c in again.collections()} == {first.id, second.id}
+    assert again.count() == 2
+    report = Indexer(client, again).refresh()
+    assert report.collections == 0 and report.skipped == 2
+
+    client.delete_data(org.id, first.id)  # what disappears from the platform leaves the index
+    report = Indexer(client, again).refresh()
+    assert report.dropped == 1 and again.collection(first.id) is None
+    again.close()
+    client.close()
+
+
+def test_binding_beyond_loopback_needs_an_api_key(serve: Callable[..., Served], world: World) -> None:
+    from fusion_stac.cli import main
+
+    assert main(["serve", "--api-url", world.emu.url, "--host", "0.0.0.0"]) == 2  # refused before serving
+    keyed = serve("--api-key", "s3cret-key")
+    assert requests.get(keyed.url + "/").status_code == 401
+    assert requests.get(keyed.url + "/search", headers={"X-API-Key": "wrong"}).status_code == 401
+    r = requests.get(keyed.url + "/collections", headers={"X-API-Key": "s3cret-key"})
+    assert r.status_code == 200 and r.json()["collections"]
+    assert requests.get(keyed.url + "/", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+    href = r.json()["collections"][0]["links"][0]["href"]
+    assert "s3cret" not in r.text and "s3cret" not in href
+    assert "s3cret" not in keyed.output  # nor in its log
+
+
+def test_a_foreign_host_header_is_refused_without_an_api_key(served: Served) -> None:
+    assert requests.get(served.url + "/", headers={"Host": "evil.example:80"}).status_code == 400
+    assert requests.get(served.url + "/", headers={"Host": f"localhost:{served.port}"}).status_code == 200
+
+
+def test_no_cors_unless_asked(served: Served, serve: Callable[..., Served]) -> None:
+    r = requests.get(served.url + "/", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    browser = serve("--cors-origin", "https://radiantearth.github.io")
+    r = requests.get(browser.url + "/", headers={"Origin": "https://radiantearth.github.io"})
+    assert r.headers["access-control-allow-origin"] == "https://radiantearth.github.io"
+
+
+def test_importing_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    for name in [m for m in sys.modules if m == "fusion_stac.server" or m.startswith("fusion_stac.server.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "stac_fastapi.api", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"'server' extra"):
+        importlib.import_module("fusion_stac.server")
