@@ -48,7 +48,7 @@ def test_head_redirect_and_stream_answers(served: Served, world: World) -> None:
     redirect = requests.get(href, allow_redirects=False)
     assert redirect.status_code == 307
     assert redirect.headers["cache-control"] == "no-store"
-    assert redirect.headers["location"].startswith(world.emu.url)
+    assert redirect.headers["location"].startswith(world.emu.storage_url)
     assert requests.get(href).content == local
     part = requests.get(href + "?mode=stream", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == local[100:200]
