@@ -7,6 +7,7 @@ slice executions (plus aggregators, whose outputs are not mosaicked), or a singl
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from fusion_stac import _urls
 from fusion_stac.errors import NotFoundError
+from fusion_stac.xarray._cache import DiskCache
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._source import RasterSource, source_from_item
 from fusion_stac.xarray._storage import storage_for
@@ -85,19 +87,80 @@ def _raster_items(items: Iterable[Any], *, asset: str | None, output: str | None
     return sorted(selected, key=lambda i: (i.properties.get("fusion:group_index") or 0, i.id))
 
 
+_RUNS = DiskCache("runs", 256 * 1024 * 1024)
+
+
+def _stamp(ex: Any) -> list[Any]:
+    """What says an execution changed: its modification time, progress and outcome (as the API gave)."""
+    updated = getattr(ex, "updated_at", None)
+    return [updated.isoformat() if updated is not None else None, getattr(ex, "progress", None),
+            getattr(ex, "success", None)]
+
+
+def _run_cache_key(client: Any, org_id: str, process_id: str, segment: str) -> str:
+    return "|".join(("run", str(getattr(client, "api_url", "")), org_id, process_id, segment))
+
+
+def _cached_run(key: str, members: Sequence[Any] | None, complete: bool) -> dict[str, Any] | None:
+    """A finished run's collection as walked before, if nothing says it changed since: every member the
+    caller knows of has the same stamp as then, and (``complete``: the caller knows them all) no member
+    was added or removed."""
+    raw = _RUNS.get(key)
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+        stamps: dict[str, Any] = entry["members"]
+        known = {m.id: _stamp(m) for m in members or ()}
+        if any(stamps.get(i) != v for i, v in known.items()) or (complete and set(stamps) != set(known)):
+            return None
+        return dict(entry)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        _RUNS.delete(key)
+        return None
+
+
+def _store_run(key: str, members: Sequence[Any] | None, progress: Any, failed: Any, items: list[Any]) -> None:
+    """Keep a finished run's collection on disk (not a running one: its metadata still changes)."""
+    if progress is not None and progress < 100:
+        return
+    if not members or any((m.progress or 0) < 100 for m in members):
+        return
+    entry = {"members": {m.id: _stamp(m) for m in members}, "progress": progress, "failed": failed,
+             "items": [i.to_dict(include_self_link=False, transform_hrefs=False) for i in items]}
+    _RUNS.put(key, json.dumps(entry, separators=(",", ":")).encode())
+
+
 def _run_items(client: Any, org_id: str, process_id: str, segment: str, *, asset: str | None,
-               output: str | None, label: str) -> list[Any]:
+               output: str | None, label: str, members: Sequence[Any] | None = None,
+               complete: bool = False) -> list[Any]:
+    """The raster items of a run. ``members``: the run's executions as listed (all of them when
+    ``complete``): a finished run walked before, whose members have not changed since, is answered
+    from the disk cache without a request."""
+    import pystac
+
     from fusion_stac.stac.catalog import open_catalog
 
-    coll = open_catalog(client, _urls.process_url(org_id, process_id, segment))
-    progress = coll.extra_fields.get("fusion:progress")
+    key = _run_cache_key(client, org_id, process_id, segment)
+    entry = _cached_run(key, members, complete)
+    if entry is not None:
+        progress, failed = entry["progress"], entry["failed"]
+        items = [pystac.Item.from_dict(d, preserve_dict=False) for d in entry["items"]]
+    else:
+        coll = open_catalog(client, _urls.process_url(org_id, process_id, segment))
+        progress = coll.extra_fields.get("fusion:progress")
+        failed = coll.extra_fields.get("fusion:failed_execution_ids")
+        if progress is not None and progress < 100:
+            raise MosaicError(f"{label} is still running ({progress}% done); wait for it to complete")
+        items = list(coll.get_items(recursive=True))
+        if members is not None:
+            _store_run(key, members, progress, failed, items)
     if progress is not None and progress < 100:
         raise MosaicError(f"{label} is still running ({progress}% done); wait for it to complete")
-    failed = coll.extra_fields.get("fusion:failed_execution_ids")
     if failed:
         warnings.warn(f"{label}: execution(s) {', '.join(failed)} failed; their slices are missing from the mosaic",
                       stacklevel=4)
-    return _raster_items(coll.get_items(recursive=True), asset=asset, output=output, where=label)
+    return _raster_items(items, asset=asset, output=output, where=label)
 
 
 def _as_sources(items: Iterable[Any], asset: str | None) -> list[RasterSource]:
@@ -127,8 +190,10 @@ def resolve_sources(client: Any, *, process: Any = None, group_id: str | None = 
             ex = client.get_execution(org_id, str(execution))
         process_id = ex.process_id
         segment = ex.group_id or ex.id
+        members = [ex]
         label = f"group {ex.group_id}" if ex.group_id else f"execution {ex.id}"
     else:
+        members = None
         if process is None:
             raise MosaicError("nothing to mosaic: pass process= (optionally with group_id=), execution= or items=")
         org_id = _org_id(client, organisation, process)
@@ -143,9 +208,11 @@ def resolve_sources(client: Any, *, process: Any = None, group_id: str | None = 
             except NotFoundError as exc:
                 raise MosaicError(f"process {proc.name!r} has not run yet: nothing to mosaic") from exc
             segment = latest.group_id or latest.id
+            members = [latest]
             what = f"group {latest.group_id}" if latest.group_id else f"execution {latest.id}"
             label = f"the latest run ({what}) of process {proc.name!r}"
-    items_ = _run_items(client, org_id, process_id, segment, asset=asset, output=output, label=label)
+    items_ = _run_items(client, org_id, process_id, segment, asset=asset, output=output, label=label,
+                        members=members)
     return _as_sources(items_, asset)
 
 
@@ -176,7 +243,8 @@ def resolve_runs(client: Any, process: Any, *, organisation: str | None = None, 
             warnings.warn(f"{label} is still running: left out of the time series", stacklevel=3)
             continue
         try:
-            items = _run_items(client, org_id, proc.id, segment, asset=asset, output=output, label=label)
+            items = _run_items(client, org_id, proc.id, segment, asset=asset, output=output, label=label,
+                               members=members, complete=True)
         except MosaicError as exc:
             if exc.field == "output":
                 raise

@@ -52,6 +52,7 @@ from fusion_stac.xarray._http import (
     DEFAULT_SETTINGS,
     FetchSettings,
     SourceOpener,
+    StaleHeaderError,
     cached_header,
     coarse_first_request,
     load_header,
@@ -271,6 +272,14 @@ class _Handles:
             self.give(key, future.result())
         # A failed open ahead is forgotten: the reader opens again and meets the error itself.
 
+    def forget_file(self, file: FileKey) -> None:
+        """Close the idle datasets on one file (every level): they were opened from a stale header."""
+        with self._lock:
+            keys = [k for k in self._idle if k[0] == file]
+            handles = [h for k in keys for h in self._idle.pop(k)]
+        for handle in handles:
+            _close(handle)
+
     def drain(self) -> list[_Handle]:
         with self._lock:
             handles = [h for stack in self._idle.values() for h in stack]
@@ -418,6 +427,7 @@ def _open_dataset(source: RasterSource, transport: Any, settings: FetchSettings,
         if failure is not None:
             raise failure from None
         raise RasterReadError(f"{source.label}: GDAL cannot open it as a raster: {exc}", source=source.label) from exc
+    opener.opened()
     if overview is None:
         _check_matches(source, dataset)
     return _Handle(dataset, opener)
@@ -525,8 +535,19 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
                  storage: Storage, out: np.ndarray, where: Placement) -> None:
     """Fill ``out`` (bands, rows, cols of ``dst_gbox[rr.roi_dst]``, output dtype) from ``source``.
 
-    Pixels the source does not cover hold the output fill value.
+    Pixels the source does not cover hold the output fill value. A header that turns out to be of
+    another version of the file than storage now serves (kept on disk, :mod:`._headers`) is dropped,
+    and the read done again from storage, once.
     """
+    try:
+        _read_source_once(source, rr, dst_gbox, cfg, storage, out, where)
+    except StaleHeaderError:
+        _HANDLES.forget_file(source.key)
+        _read_source_once(source, rr, dst_gbox, cfg, storage, out, where)
+
+
+def _read_source_once(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
+                      storage: Storage, out: np.ndarray, where: Placement) -> None:
     first = _first_request(source, rr, cfg)
     with _lease(source, storage, cfg.settings, first=first) as handle:
         ds = handle.dataset
@@ -850,6 +871,7 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
             if failure is not None:
                 raise failure from None
             raise RasterReadError(f"{label}: GDAL cannot open it as a raster: {exc}", source=label) from exc
+        opener.opened()
         try:
             if ds.crs is None:
                 raise RasterReadError(f"{label}: the raster has no CRS; it cannot be placed on a map", source=label)
@@ -867,5 +889,6 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
         finally:
             ds.close()
 
-    load_header(storage.transport(), key, label, settings, size)
+    # A description is never taken from a header storage has not confirmed (nothing else is read).
+    load_header(storage.transport(), key, label, settings, size, verify=True)
     return _OPENER.run(run)
