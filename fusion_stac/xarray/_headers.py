@@ -3,8 +3,8 @@
 A reader's first request of a file takes its header (the IFDs, and for a coarse read the overview
 levels behind them). This process keeps them in memory (:class:`_HeaderCache`: reopening a file, on
 another thread or at an overview level, costs no request). They are also kept on disk
-(:mod:`._cache`, area ``headers``), with the ETag storage answered them with and how far GDAL read
-into them to open the file (``meta_end``): another process opens the file from there without a
+(:mod:`._cache`, area ``headers``), with the ETag storage answered them with and where the metadata
+ends (``meta_end``: the first tile's offset, from the TIFF's own IFDs): another process opens the file from there without a
 request. Such a header is *unverified* until storage confirms the version: only its first
 ``meta_end`` bytes are served (what opening needs); every other read goes to storage, pinned to the
 cached ETag, and the first answer either confirms it (the whole header is then served) or shows the
@@ -16,6 +16,7 @@ nothing else fetched) is never described from an unverified header.
 from __future__ import annotations
 
 import json
+import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from fusion_stac.storage import FileChangedError, FileKey, Transport, VersionPin
 from fusion_stac.xarray._cache import DiskCache
 
 __all__ = ["FILE_STATS", "FileStats", "Header", "StaleHeaderError", "cached_header", "clear_headers", "drop_header",
-           "load_header", "remember_opened"]
+           "load_header"]
 
 
 class StaleHeaderError(FileChangedError):
@@ -169,6 +170,52 @@ def _from_disk(key: FileKey, size: int | None) -> Header | None:
     return header
 
 
+_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}  # SHORT, LONG, LONG8: what offsets are stored as
+
+
+def tiff_data_start(data: bytes) -> int | None:
+    """Where the first tile (or strip) of a TIFF starts, from its first bytes: every byte before it
+    is metadata (IFDs, tile index arrays; a COG keeps them all first). ``None`` when ``data`` is not a
+    TIFF or does not hold every IFD and offset array (then nothing of it is known to be metadata)."""
+    if len(data) < 16 or data[:2] not in (b"II", b"MM"):
+        return None
+    e = "<" if data[:2] == b"II" else ">"
+    try:
+        magic = struct.unpack_from(e + "H", data, 2)[0]
+        big = magic == 43
+        if magic not in (42, 43):
+            return None
+        first = struct.unpack_from(e + ("Q" if big else "I"), data, 8 if big else 4)[0]
+        count_fmt, entry_size, head = ("Q", 20, 8) if big else ("H", 12, 2)
+        start: int | None = None
+        seen: set[int] = set()
+        ifd = first
+        while ifd:
+            if ifd in seen or len(seen) > 64:
+                return None
+            seen.add(ifd)
+            n = struct.unpack_from(e + count_fmt, data, ifd)[0]
+            for i in range(n):
+                at = ifd + head + i * entry_size
+                tag, typ = struct.unpack_from(e + "HH", data, at)
+                if tag not in (273, 324) or typ not in _TYPES:  # StripOffsets, TileOffsets
+                    continue
+                count = struct.unpack_from(e + ("Q" if big else "I"), data, at + 4)[0]
+                fmt, size = _TYPES[typ]
+                inline = count * size <= (8 if big else 4)
+                where = at + (12 if big else 8) if inline else struct.unpack_from(
+                    e + ("Q" if big else "I"), data, at + (12 if big else 8))[0]
+                if where + count * size > len(data):
+                    return None
+                offsets = [o for o in struct.unpack_from(f"{e}{count}{fmt}", data, where) if o]
+                if offsets:
+                    start = min(offsets) if start is None else min(start, min(offsets))
+            ifd = struct.unpack_from(e + ("Q" if big else "I"), data, ifd + head + n * entry_size)[0]
+    except struct.error:
+        return None
+    return start
+
+
 def cached_header(key: FileKey) -> Header | None:
     """The header of a file if this process has it in memory."""
     return _HEADERS.get(key)
@@ -195,16 +242,16 @@ def verified(key: FileKey, etag: str | None) -> None:
         _HEADERS.put(key, replace(hit, verified=True))
 
 
-def remember_opened(key: FileKey, meta_end: int) -> None:
-    """GDAL opened the file reading its first ``meta_end`` bytes: keep its header on disk (once; only
-    a header this process fetched, with the ETag storage gave it)."""
-    hit = _HEADERS.get(key)
-    if hit is None or hit.on_disk or not hit.verified or not hit.etag or meta_end <= 0:
-        return
-    end = min(meta_end, len(hit.data))
-    meta = {"file": key.url, "size": hit.size, "etag": hit.etag, "meta_end": end, "length": len(hit.data)}
-    _DISK.put(_disk_key(key), json.dumps(meta).encode() + b"\n" + hit.data)
-    _HEADERS.put(key, replace(hit, on_disk=True, meta_end=end))
+def _to_disk(key: FileKey, header: Header) -> Header:
+    """Keep a header this process fetched on disk, with the ETag storage gave it and where its
+    metadata ends (nothing is kept without both)."""
+    end = tiff_data_start(header.data)
+    if not header.etag or not end:
+        return header
+    end = min(end, len(header.data))
+    meta = {"file": key.url, "size": header.size, "etag": header.etag, "meta_end": end, "length": len(header.data)}
+    _DISK.put(_disk_key(key), json.dumps(meta).encode() + b"\n" + header.data)
+    return replace(header, on_disk=True, meta_end=end)
 
 
 def load_header(transport: Transport, key: FileKey, label: str, settings: FetchSettingsLike,
@@ -243,9 +290,10 @@ def _fetch_header(transport: Transport, key: FileKey, label: str, settings: Fetc
     pin = VersionPin()
     data = transport.read_range(key, 0, min(max(settings.header_bytes, first), size), path=label, size=size, pin=pin)
     FILE_STATS.add(key, 1, len(data))
-    if known is not None and known.etag != pin.etag:
-        _DISK.delete(_disk_key(key))  # the file changed since that header was kept
-        known = None
-    header = Header(size, data, pin.etag, True, known.meta_end if known else 0, on_disk=known is not None)
+    header = Header(size, data, pin.etag, True)
+    if known is not None and known.etag == pin.etag and len(known.data) >= len(data):
+        header = replace(known, verified=True)  # the version kept on disk: confirmed
+    else:
+        header = _to_disk(key, header)
     _HEADERS.put(key, header)
     return header

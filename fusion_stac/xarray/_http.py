@@ -36,12 +36,11 @@ from fusion_stac.xarray._headers import (
     clear_headers,
     drop_header,
     load_header,
-    remember_opened,
     verified,
 )
 
 __all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "StaleHeaderError",
-           "cached_header", "clear_headers", "coarse_first_request", "load_header", "remember_opened"]
+           "cached_header", "clear_headers", "coarse_first_request", "load_header"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class RemoteFile(io.RawIOBase):
         self._header = header.data
         self._known = header.usable  # the header's first bytes that may be served without a request
         self._verified = header.verified
-        self.extent = 0  # how far reads went (opening a file: what it needs of the header)
+        self._stale_error: StaleHeaderError | None = None  # set once storage shows another version
         self._pos = 0
         self._block: tuple[int, bytes] = (0, b"")
         # The handle must see one version of the file, across URL refreshes: the header's.
@@ -144,8 +143,9 @@ class RemoteFile(io.RawIOBase):
     def _stale(self, exc: FileChangedError) -> BaseException:
         """Storage serves another version than the header's: drop the header (the reader reopens)."""
         drop_header(self.key)
-        return StaleHeaderError(f"{self.label}: the file changed since its header was read; opening it again",
-                                path=self.label)
+        self._stale_error = StaleHeaderError(
+            f"{self.label}: the file changed since its header was read; opening it again", path=self.label)
+        return self._stale_error
 
     def _confirmed(self) -> None:
         if not self._verified:
@@ -154,12 +154,14 @@ class RemoteFile(io.RawIOBase):
             verified(self.key, self._pin.etag)
 
     def _range(self, start: int, end: int) -> bytes:
+        if self._stale_error is not None:  # GDAL retries what failed: no request for a known-stale file
+            raise self._stale_error
         hit = self._cached(start, end)
         if hit is not None:
             return hit
         known = self._known
         if start < known:  # straddles the end of the header: fetch only the rest
-            return self._header[start:] + self._range(known, end)
+            return self._header[start:known] + self._range(known, end)
         if end - start < self.settings.readahead:
             # Small reads (IFDs, tile-index pages) come in runs: fetch a little more, once.
             block = self._fetch(start, min(self.size, start + self.settings.readahead))
@@ -177,8 +179,10 @@ class RemoteFile(io.RawIOBase):
         except Exception as exc:
             self.failures.append(exc)
             return b""
+        if len(data) > end - start:  # never more than asked: GDAL copies it into a buffer of that size
+            self.failures.append(OSError(f"{self.label}: read {len(data)} bytes for {end - start}"))
+            return b""
         self._pos = start + len(data)
-        self.extent = max(self.extent, self._pos)
         return data
 
     def readinto(self, buffer: Any) -> int:
@@ -191,6 +195,9 @@ class RemoteFile(io.RawIOBase):
         ranges = [(int(o), int(o) + int(n)) for o, n in zip(offsets, sizes, strict=True)]
         out: list[bytes | None] = [self._cached(s, e) for s, e in ranges]
         missing = [i for i, hit in enumerate(out) if hit is None]
+        if missing and self._stale_error is not None:
+            self.failures.append(self._stale_error)
+            return [b""] * len(ranges)
         if missing:
             # What a range shares with the header comes from it; only the rest is fetched.
             known = self._known
@@ -209,7 +216,7 @@ class RemoteFile(io.RawIOBase):
             FILE_STATS.add(self.key, len(merged), sum(e - s for s, e in merged))
             for i, data in zip(missing, got, strict=True):
                 start = ranges[i][0]
-                out[i] = self._header[start:] + data if start < known else data
+                out[i] = self._header[start:known] + data if start < known else data
         return [b"" if hit is None else hit for hit in out]  # every miss was filled above
 
     def close(self) -> None:
@@ -230,7 +237,6 @@ class SourceOpener(MultiByteRangeResourceContainer):
         self.name, self.key, self.transport, self.label = name, key, transport, label
         self.settings, self.size_hint = settings, size
         self.failures: list[BaseException] = []
-        self.files: list[RemoteFile] = []  # opened so far (opening reads: how far into the header)
 
     def take_failure(self) -> BaseException | None:
         """The first error a read hit since the last call (then forgotten), if any."""
@@ -255,16 +261,7 @@ class SourceOpener(MultiByteRangeResourceContainer):
             raise FileNotFoundError(path)
         if any(c in mode for c in "wa+"):
             raise PermissionError(f"{self.label}: stored files are read-only")
-        remote = RemoteFile(self.transport, self.key, self.label, self.settings, self._header(), self.failures)
-        if len(self.files) < 4:
-            self.files.append(remote)
-        return remote
-
-    def opened(self) -> None:
-        """GDAL has opened the file: keep its header on disk, with how much of it opening read."""
-        extent = max((f.extent for f in self.files), default=0)
-        self.files.clear()
-        remember_opened(self.key, extent)
+        return RemoteFile(self.transport, self.key, self.label, self.settings, self._header(), self.failures)
 
     def isfile(self, path: str) -> bool:
         return self._is_me(path)

@@ -427,7 +427,6 @@ def _open_dataset(source: RasterSource, transport: Any, settings: FetchSettings,
         if failure is not None:
             raise failure from None
         raise RasterReadError(f"{source.label}: GDAL cannot open it as a raster: {exc}", source=source.label) from exc
-    opener.opened()
     if overview is None:
         _check_matches(source, dataset)
     return _Handle(dataset, opener)
@@ -871,7 +870,6 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
             if failure is not None:
                 raise failure from None
             raise RasterReadError(f"{label}: GDAL cannot open it as a raster: {exc}", source=label) from exc
-        opener.opened()
         try:
             if ds.crs is None:
                 raise RasterReadError(f"{label}: the raster has no CRS; it cannot be placed on a map", source=label)
