@@ -140,3 +140,22 @@ def test_disk_cache_is_bounded_and_atomic(tmp_path: Path, monkeypatch: pytest.Mo
     assert cache.get("k0") is None and cache.get("k39") == bytes([39]) * 1000  # oldest went first
     monkeypatch.setenv("FUSION_STAC_CACHE", "0")
     assert cache.get("k39") is None
+
+
+def test_metadata_end_is_the_first_tile(world: World) -> None:
+    import rasterio
+
+    from fusion_stac.xarray._headers import tiff_data_start
+
+    path = world.root / world.name(world.grid[0])
+    data = path.read_bytes()
+    start = tiff_data_start(data[:65536])
+    with rasterio.open(path) as ds:
+        offsets = [int(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1))
+                   for r in range(ds.height // 128) for c in range(ds.width // 128)]
+        for level in range(len(ds.overviews(1))):
+            with rasterio.open(path, overview_level=level) as ov:
+                offsets.append(int(ov.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)))
+    assert start == min(offsets)
+    assert tiff_data_start(data[:200]) is None  # the offset arrays are not all there
+    assert tiff_data_start(b"not a tiff" * 10) is None
