@@ -48,6 +48,11 @@ def _child(args: argparse.Namespace) -> int:
     import warnings
 
     warnings.simplefilter("ignore")
+    import dask.array  # noqa: F401 - imports before the clock (xarray imports dask on its first DataArray)
+    import xarray  # noqa: F401
+
+    import fusion_stac.xarray._build
+    import fusion_stac.xarray._platform  # noqa: F401
     from fusion_stac.client import FusionClient
     from fusion_stac.fs import FusionFileSystem
     from fusion_stac.stac.catalog import open_catalog

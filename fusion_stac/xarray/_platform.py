@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -88,6 +89,7 @@ def _raster_items(items: Iterable[Any], *, asset: str | None, output: str | None
 
 
 _RUNS = DiskCache("runs", 256 * 1024 * 1024)
+_RUN_WALKERS = 4  # runs walked at once (each walk fans out on the client's own pool)
 
 
 def _stamp(ex: Any) -> list[Any]:
@@ -164,34 +166,71 @@ def _store_run(key: str, members: Sequence[Any] | None, progress: Any, failed: A
     _RUNS.put(key, json.dumps(entry, separators=(",", ":")).encode())
 
 
-def _run_items(client: Any, org_id: str, process_id: str, segment: str, *, asset: str | None,
-               output: str | None, label: str, members: Sequence[Any] | None = None,
-               complete: bool = False) -> list[Any]:
-    """The raster items of a run. ``members``: the run's executions as listed (all of them when
-    ``complete``): a finished run walked before, whose members have not changed since, is answered
-    from the disk cache without a request."""
-    from fusion_stac.stac.catalog import open_catalog
+def _process_view(client: Any, org_id: str, process: Any, listed: Sequence[Any]) -> Any:
+    """One STAC view of a process for all its runs, primed with what the caller already has (the
+    process and its complete executions listing): a run's walk then asks only for its executions'
+    components and files."""
+    from fusion_stac.stac.io import FusionStacIO
 
+    view = FusionStacIO(client)
+    view.seed([process])
+    view.seed_executions(org_id, process.id, list(reversed(listed)))
+    return view
+
+
+def _open_run(view: Any, org_id: str, process_id: str, segment: str, grouped: bool) -> Any:
+    from fusion_stac.stac import io as stac_io
+    from fusion_stac.stac.catalog import FusionCollection
+
+    href = (stac_io.group_href if grouped else stac_io.execution_href)(org_id, process_id, segment)
+    coll = FusionCollection.from_file(href, stac_io=view)
+    coll.set_root(coll)
+    return coll
+
+
+def _fetch_run(client: Any, org_id: str, process_id: str, segment: str, members: Sequence[Any] | None = None,
+               complete: bool = False, view: Any = None) -> tuple[Any, Any, list[Any]]:
+    """``(progress, failed execution ids, items)`` of a run's STAC collection. ``members``: the run's
+    executions as listed (all of them when ``complete``): a finished run walked before, whose members
+    have not changed since, is answered from the disk cache without a request. ``view``: a STAC view
+    of the process to walk it in (:func:`_process_view`; default: a view of its own)."""
     key = _run_cache_key(client, org_id, process_id, segment)
     entry = _cached_run(key, members, complete)
     if entry is not None:
-        progress, failed = entry["progress"], entry["failed"]
-        items: list[Any] = [CachedItem.from_dict(d) for d in entry["items"]]
+        return entry["progress"], entry["failed"], [CachedItem.from_dict(d) for d in entry["items"]]
+    from fusion_stac.stac.catalog import open_catalog
+
+    if view is not None and members:
+        coll = _open_run(view, org_id, process_id, segment, members[0].group_id is not None)
     else:
         coll = open_catalog(client, _urls.process_url(org_id, process_id, segment))
-        progress = coll.extra_fields.get("fusion:progress")
-        failed = coll.extra_fields.get("fusion:failed_execution_ids")
-        if progress is not None and progress < 100:
-            raise MosaicError(f"{label} is still running ({progress}% done); wait for it to complete")
-        items = list(coll.get_items(recursive=True))
-        if members is not None:
-            _store_run(key, members, progress, failed, items)
+    progress = coll.extra_fields.get("fusion:progress")
+    failed = coll.extra_fields.get("fusion:failed_execution_ids")
+    if progress is not None and progress < 100:
+        return progress, failed, []  # still running: its items are not walked
+    items = list(coll.get_items(recursive=True))
+    if members is not None:
+        _store_run(key, members, progress, failed, items)
+    return progress, failed, items
+
+
+def _checked_items(fetched: tuple[Any, Any, list[Any]], *, asset: str | None, output: str | None,
+                   label: str) -> list[Any]:
+    progress, failed, items = fetched
     if progress is not None and progress < 100:
         raise MosaicError(f"{label} is still running ({progress}% done); wait for it to complete")
     if failed:
         warnings.warn(f"{label}: execution(s) {', '.join(failed)} failed; their slices are missing from the mosaic",
                       stacklevel=4)
     return _raster_items(items, asset=asset, output=output, where=label)
+
+
+def _run_items(client: Any, org_id: str, process_id: str, segment: str, *, asset: str | None,
+               output: str | None, label: str, members: Sequence[Any] | None = None,
+               complete: bool = False) -> list[Any]:
+    """The raster items of a run (from the disk cache when known and unchanged, see :func:`_fetch_run`)."""
+    fetched = _fetch_run(client, org_id, process_id, segment, members, complete)
+    return _checked_items(fetched, asset=asset, output=output, label=label)
 
 
 def _as_sources(items: Iterable[Any], asset: str | None) -> list[RasterSource]:
@@ -257,11 +296,12 @@ def resolve_runs(client: Any, process: Any, *, organisation: str | None = None, 
     if executions is not None:
         wanted = {getattr(e, "id", e) for e in executions}
     runs: dict[str, list[Any]] = {}
-    for ex in client.iter_executions(org_id, proc.id, reverse=False):
+    listed = list(client.iter_executions(org_id, proc.id, reverse=False))
+    for ex in listed:
         if wanted is not None and ex.id not in wanted and ex.group_id not in wanted:
             continue
         runs.setdefault(ex.group_id or ex.id, []).append(ex)
-    out: list[Run] = []
+    todo: list[tuple[str, list[Any], datetime | None, str]] = []
     for segment, members in runs.items():
         started = min((m.started_at for m in members if m.started_at is not None), default=None)
         if start is not None and started is not None and started < start:
@@ -273,15 +313,24 @@ def resolve_runs(client: Any, process: Any, *, organisation: str | None = None, 
         if any((m.progress or 0) < 100 for m in members):
             warnings.warn(f"{label} is still running: left out of the time series", stacklevel=3)
             continue
-        try:
-            items = _run_items(client, org_id, proc.id, segment, asset=asset, output=output, label=label,
-                               members=members, complete=True)
-        except MosaicError as exc:
-            if exc.field == "output":
-                raise
-            warnings.warn(f"{exc}: left out of the time series", stacklevel=3)
-            continue
-        out.append(Run(segment, label, started, tuple(items)))
+        todo.append((segment, members, started, label))
+    # Runs not seen before are walked a few at a time (each walk is a chain of dependent requests);
+    # known ones come from the disk cache. Warnings and errors are raised here, in run order.
+    view = _process_view(client, org_id, proc, listed)
+    with ThreadPoolExecutor(max_workers=max(1, min(_RUN_WALKERS, len(todo))),
+                            thread_name_prefix="fusion-runs") as pool:
+        fetches = [pool.submit(_fetch_run, client, org_id, proc.id, segment, members, True, view)
+                   for segment, members, _, _ in todo]
+        out: list[Run] = []
+        for (segment, _, started, label), fetch in zip(todo, fetches, strict=True):
+            try:
+                items = _checked_items(fetch.result(), asset=asset, output=output, label=label)
+            except MosaicError as exc:
+                if exc.field == "output":
+                    raise
+                warnings.warn(f"{exc}: left out of the time series", stacklevel=3)
+                continue
+            out.append(Run(segment, label, started, tuple(items)))
     out.sort(key=lambda r: (r.started_at is None, r.started_at or datetime.min))
     if not out:
         raise MosaicError(f"process {proc.name!r} has no completed runs with raster outputs"

@@ -159,3 +159,33 @@ def test_metadata_end_is_the_first_tile(world: World) -> None:
     assert start == min(offsets)
     assert tiff_data_start(data[:200]) is None  # the offset arrays are not all there
     assert tiff_data_start(b"not a tiff" * 10) is None
+
+
+_OPEN_ONLY = textwrap.dedent("""
+    import json, pickle, sys, threading
+    sys.path.insert(0, sys.argv[2])
+    from fusion_stac.xarray import SignerStorage, open_mosaic
+    from xr_helpers import LocalSigner
+    sources, base = pickle.load(open(sys.argv[1], "rb"))
+    before = {t.name for t in threading.enumerate()}
+    da = open_mosaic(items=sources, storage=SignerStorage(LocalSigner(base)))
+    opened = {t.name for t in threading.enumerate()} - before
+    da[0, :10, :10].values
+    read = {t.name for t in threading.enumerate()} - before
+    print(json.dumps({"opened": sorted(opened), "read": sorted(read)}))
+""")
+
+
+def test_opening_starts_no_thread(world: World, tmp_path: Path) -> None:
+    """Reader threads and GDAL's warm-up start with the first read, not at open time (fresh process)."""
+    script = tmp_path / "open_only.py"
+    script.write_text(_OPEN_ONLY)
+    data = tmp_path / "sources.pickle"
+    data.write_bytes(pickle.dumps((world.grid, world.server.base_url)))
+    env = {**os.environ, "FUSION_STAC_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script), str(data), str(Path(__file__).parent)], env=env,
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stderr[-4000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["opened"] == []
+    assert any(name.startswith("fusion-read") for name in got["read"])
