@@ -12,10 +12,11 @@ own count (signed storage requests excluded). For each size the script prints ``
 cold (empty cache) and reopened (same cache, nothing new), a walk of the process's STAC view
 (``get_items(recursive=True)``) and ``fs.find`` of the process, with the minimum beside each:
 
-* ``open_timeseries`` cold: listing pages + one STAC-collection walk per run (``walk`` = the requests
-  one run's walk takes, measured on one run); reopened: the listing pages only.
-* STAC walk: listing pages + the per-run walk, as above (the view has no disk cache).
-* ``fs.find``: what the executions' tree walk asks (listing pages + per run the group's outputs).
+* ``open_timeseries`` cold: the executions listing's pages (``ceil(17 n / 100)``) plus, per execution
+  (16 slices and an aggregator per run), its components and its output's files: the API has no call
+  that lists either for several executions, so ``pages + 34 n`` is what it forces. Reopened, nothing
+  new: the listing pages only.
+* STAC walk and ``fs.find``: the same minimum (neither keeps anything on disk).
 
 Run: ``python benchmarks/scale.py [--runs 10,50,200] [--latency 0]``.
 Ends ``SUMMARY runs200_request_ratio=<r> runs200_build_s=<s> growth_exponent=<e> reopen200_requests=<n>``
@@ -77,8 +78,13 @@ def _child(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown measurement {args.what}")
     elapsed = time.perf_counter() - started
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": elapsed, "requests": stats.requests - stats.signed_requests, "result": result,
-                      "peak_mb": rss1 / 1024, "grew_mb": (rss1 - rss0) / 1024}))
+    requests = stats.requests - stats.signed_requests
+    # The executions listing alone, afterwards: what the API's paging costs (server side) at this size.
+    started = time.perf_counter()
+    listed = sum(1 for _ in client.iter_executions(args.org, args.process, reverse=False))
+    listing = time.perf_counter() - started
+    print(json.dumps({"seconds": elapsed, "requests": requests, "result": result, "listing_s": listing,
+                      "executions": listed, "peak_mb": rss1 / 1024, "grew_mb": (rss1 - rss0) / 1024}))
     return 0
 
 
@@ -144,30 +150,26 @@ def main(argv: list[str] | None = None) -> int:
             if args.latency:
                 emu.configure(api_latency=0)
             pages = math.ceil(n * 17 / PAGE) or 1
-            rows.append({"runs": n, "cold": cold, "reopen": reopen, "stac": stac, "find": find, "pages": pages})
-            walk = (cold["requests"] - pages) / n
-            print(f"  open_timeseries cold   {cold['requests']:6d} requests (min {pages} pages + {n} walks; "
-                  f"{walk:.1f}/run)  {cold['seconds']:7.3f} s  peak {cold['peak_mb']:.0f} MB")
+            least = pages + n * 17 * 2
+            rows.append({"runs": n, "cold": cold, "reopen": reopen, "stac": stac, "find": find, "pages": pages,
+                         "least": least})
+            print(f"  open_timeseries cold   {cold['requests']:6d} requests (min {least}: {pages} pages + 34/run) "
+                  f"{cold['seconds']:7.3f} s  peak {cold['peak_mb']:.0f} MB")
             print(f"  open_timeseries reopen {reopen['requests']:6d} requests (min {pages} listing pages)     "
-                  f"{reopen['seconds']:7.3f} s  peak {reopen['peak_mb']:.0f} MB")
-            print(f"  STAC view walk         {stac['requests']:6d} requests ({stac['result']} items)        "
+                  f"{reopen['seconds']:7.3f} s  peak {reopen['peak_mb']:.0f} MB  (the listing alone: "
+                  f"{reopen['listing_s']:.3f} s for {reopen['executions']} executions)")
+            print(f"  STAC view walk         {stac['requests']:6d} requests (min {least}; {stac['result']} items) "
                   f"{stac['seconds']:7.3f} s  peak {stac['peak_mb']:.0f} MB")
-            print(f"  fs.find                {find['requests']:6d} requests ({find['result']} files)        "
+            print(f"  fs.find                {find['requests']:6d} requests (min {least}; {find['result']} files) "
                   f"{find['seconds']:7.3f} s  peak {find['peak_mb']:.0f} MB", flush=True)
         client.close()
     last = rows[-1]
-    ratio = last["cold"]["requests"] / max(1, last["pages"] + last["runs"] * _per_run_walk(rows))
+    ratio = last["cold"]["requests"] / last["least"]
     growth = exponent([r["runs"] for r in rows], [r["cold"]["seconds"] for r in rows]) if len(rows) > 1 else float("nan")
     n = last["runs"]
     print(f"SUMMARY runs{n}_request_ratio={ratio:.2f} runs{n}_build_s={last['cold']['seconds']:.3f} "
           f"growth_exponent={growth:.2f} reopen{n}_requests={last['reopen']['requests']}")
     return 0
-
-
-def _per_run_walk(rows: list[dict[str, Any]]) -> float:
-    """Requests one run's STAC walk needs: measured on the smallest size (the view's walk per run)."""
-    first = rows[0]
-    return max(1.0, (first["stac"]["requests"] - first["pages"]) / first["runs"])
 
 
 if __name__ == "__main__":
