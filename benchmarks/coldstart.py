@@ -40,6 +40,11 @@ def _child(what: str, url: str, org: str, process: str, arg: str) -> int:
     from fusion_stac.client import FusionClient
     from fusion_stac.xarray import open_mosaic, open_timeseries
 
+    if os.environ.get("COLDSTART_IMPORT_ALL"):  # also the modules the calls import lazily (fs, STAC view, graph)
+        import fusion_stac.fs
+        import fusion_stac.stac.catalog
+        import fusion_stac.xarray._build
+        import fusion_stac.xarray._platform  # noqa: F401
     client = FusionClient(url, email=EMAIL, password=PASSWORD)
     proc = client.get_process(org, process)
     client.stats.reset()
