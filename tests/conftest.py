@@ -22,6 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="fusion-stac-tests-"))
     os.environ["FUSION_STAC_TOKEN_FILE"] = str(home / "tokens.json")
     os.environ["NETRC"] = str(home / "netrc")  # does not exist: no credentials from the real ~/.netrc
+    os.environ["FUSION_STAC_CACHE_DIR"] = str(home / "cache")  # headers and run metadata kept on disk
     for name in ("FUSION_PLATFORM_API_URL", "FUSION_PLATFORM_EMAIL", "FUSION_PLATFORM_USER_ID",
                  "FUSION_PLATFORM_PASSWORD"):
         os.environ.pop(name, None)

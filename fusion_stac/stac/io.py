@@ -243,6 +243,13 @@ class FusionStacIO(DefaultStacIO):
                 elif isinstance(model, Process) and model.organisation_id:
                     self._process[(model.organisation_id, model.id)] = model
 
+    def seed_executions(self, org_id: str, process_id: str, executions: Iterable[ProcessExecution]) -> None:
+        """Prime the cache with the complete listing of a process's executions, most recent first (as
+        :meth:`executions` lists them; e.g. one a caller already paged through): runs of that process
+        are then built without listing it again."""
+        with self._lock:
+            self._executions[(org_id, process_id)] = list(executions)
+
     # -- pystac StacIO interface -------------------------------------------------------------------
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
         href = str(source)

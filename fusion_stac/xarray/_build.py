@@ -10,6 +10,7 @@ that touch the chunk; each task carries file ids, grid and plain settings, never
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -48,6 +49,21 @@ class Stack:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (len(self.layers), len(self.cfg.bands), *self.geobox.shape.yx)
+
+    @functools.cached_property
+    def crs(self) -> tuple[frozenset[str], frozenset[str]]:
+        """CRSs of the sources, and those of them read by warping (computed once per stack)."""
+        every = frozenset(s.crs for layer in self.layers for s in layer)
+        warped = frozenset(s.crs for layer in self.layers for s in layer if s.geobox.crs != self.geobox.crs)
+        return every, warped
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("crs", None)  # derived: not carried in the graph
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __dask_tokenize__(self) -> Any:
         from dask.base import tokenize
@@ -111,13 +127,15 @@ def _warm_crs(crs: list[str]) -> None:
         rasterio.crs.CRS.from_user_input(code).to_wkt()
 
 
-def start_reading(stack: Stack, warp_crs: Iterable[str]) -> None:
-    """Get what a first read needs going while the caller carries on: the opener thread's PROJ
-    context for the stack's CRSs (in the background) and the reading threads (started here, a
-    few ms; warmed in the background for the CRSs they warp from). The fetching threads start on
-    demand: starting them all here cost more than it saved (measured, benchmarks/mosaic.py)."""
-    warm_opener({s.crs for layer in stack.layers for s in layer})
-    _EXECUTOR.get(warp_crs)
+def start_reading(stack: Stack) -> ThreadPoolExecutor:
+    """What a read needs, started on the first read of a stack rather than at open time (an open
+    starts no thread and waits for none): the opener thread's PROJ context for the stack's CRSs
+    (in the background, overlapping the first header fetches) and the reading threads (warmed in
+    the background for the CRSs they warp from). Later calls cost a set difference. The fetching
+    threads start on demand: starting them all cost more than it saved (benchmarks/mosaic.py)."""
+    every, warped = stack.crs
+    warm_opener(every)
+    return _EXECUTOR.get(warped)
 
 
 _EXECUTOR = _Executor()
@@ -132,7 +150,7 @@ def read_window(stack: Stack, t: int, bands: Sequence[int], ys: slice, xs: slice
     out = np.empty((len(bands), *region.shape.yx), dtype=cfg.dtype)
     if out.size == 0:
         return out
-    executor = _EXECUTOR.get() if parallel else None
+    executor = start_reading(stack) if parallel else None
     fill_region(out, region, stack.layers[t], sub_cfg, stack.storage, executor=executor, filled=False,
                 where=Placement(stack.geobox, ys.start, xs.start))
     return out
@@ -200,6 +218,7 @@ def _span(k: Any, n: int) -> tuple[slice, int]:
 def _load_chunk(sources: tuple[RasterSource, ...], geobox: GeoBox, cfg: ReadConfig, storage: Storage,
                 expand_time: bool, where: Placement | None = None) -> np.ndarray:
     out = np.empty((len(cfg.bands), *geobox.shape.yx), dtype=cfg.dtype)
+    warm_opener({s.crs for s in sources})  # a head start for the opener thread (no-op once warm)
     fill_region(out, geobox, sources, cfg, storage, executor=None, filled=False, where=where)
     return out[np.newaxis] if expand_time else out
 
@@ -304,14 +323,12 @@ def build_dataarray(
     dims = ("time", "band", "y", "x") if with_time else ("band", "y", "x")
     resolved = resolve_chunks(chunks, geobox, np.dtype(stack.cfg.dtype), nb)
     if resolved is None:
-        start_reading(stack, {s.crs for layer in stack.layers for s in layer if s.geobox.crs != geobox.crs})
         lazy = indexing.LazilyIndexedArray(StackArray(stack))
         var = xr.Variable(("time", "band", "y", "x"), lazy)
         if not with_time:
             var = var[0]
         data: Any = var
     else:
-        warm_opener({s.crs for layer in stack.layers for s in layer})
         data = dask_array(stack, resolved, with_time=with_time)
     out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs))
     out.coords["band_name"] = ("band", list(band_names))

@@ -19,18 +19,28 @@ failures are recorded on the opener instead, GDAL gets a short read (a read erro
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rasterio.abc import MultiByteRangeResourceContainer
 
-from fusion_stac.storage import FileKey, Transport, VersionPin, merge_ranges
+from fusion_stac.storage import FileChangedError, FileKey, Transport, VersionPin, merge_ranges
+from fusion_stac.xarray._headers import (
+    _HEADERS,
+    FILE_STATS,
+    FileStats,
+    Header,
+    StaleHeaderError,
+    cached_header,
+    clear_headers,
+    drop_header,
+    load_header,
+    verified,
+)
 
-__all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "clear_headers",
-           "coarse_first_request"]
+__all__ = ["FILE_STATS", "FetchSettings", "FileStats", "RemoteFile", "SourceOpener", "StaleHeaderError",
+           "cached_header", "clear_headers", "coarse_first_request", "load_header"]
 
 
 @dataclass(frozen=True)
@@ -44,111 +54,6 @@ class FetchSettings:
 
 
 DEFAULT_SETTINGS = FetchSettings()
-
-
-class FileStats:
-    """Range requests and bytes the readers asked for, per file, in this process.
-
-    The transport's ``stats`` count the same traffic in total (retries included); these say which
-    file it went to (tests check that a window touches only the slices under it).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[FileKey, list[int]] = {}
-
-    def add(self, key: FileKey, requests: int, nbytes: int) -> None:
-        with self._lock:
-            entry = self._counts.setdefault(key, [0, 0])
-            entry[0] += requests
-            entry[1] += nbytes
-
-    def snapshot(self) -> dict[FileKey, tuple[int, int]]:
-        """``{file: (requests, bytes)}`` since the last :meth:`reset`."""
-        with self._lock:
-            return {k: (v[0], v[1]) for k, v in self._counts.items()}
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-
-FILE_STATS = FileStats()
-
-
-class _HeaderCache:
-    """First bytes and size of recently opened files: reopening one (another thread, an overview
-    level) costs no request. Keyed by file id, never by URL; bounded in entries and in bytes
-    (a coarse read's first request brings overview tiles along)."""
-
-    def __init__(self, capacity: int = 1024, max_bytes: int = 256 * 1024 * 1024) -> None:
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._data: OrderedDict[FileKey, tuple[int, bytes]] = OrderedDict()
-        self._bytes = 0
-        self._locks: dict[FileKey, threading.Lock] = {}
-
-    def get(self, key: FileKey) -> tuple[int, bytes] | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is not None:
-                self._data.move_to_end(key)
-            return hit
-
-    def put(self, key: FileKey, size: int, header: bytes) -> None:
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old[1])
-            self._data[key] = (size, header)
-            self._bytes += len(header)
-            while len(self._data) > 1 and (len(self._data) > self.capacity or self._bytes > self.max_bytes):
-                self._bytes -= len(self._data.popitem(last=False)[1][1])
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-
-    def lock_for(self, key: FileKey) -> threading.Lock:
-        """A lock per file, so that threads opening the same file fetch its header once."""
-        with self._lock:
-            lock = self._locks.get(key)
-            if lock is None:
-                if len(self._locks) > 4 * self.capacity:
-                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-                lock = self._locks[key] = threading.Lock()
-            return lock
-
-
-_HEADERS = _HeaderCache()
-
-
-def cached_header(key: FileKey) -> tuple[int, bytes] | None:
-    """``(size, first bytes)`` of a file if this process has them."""
-    return _HEADERS.get(key)
-
-
-def clear_headers() -> None:
-    """Forget cached file headers (the next open of each file reads its header again)."""
-    _HEADERS.clear()
-
-
-def load_header(transport: Transport, key: FileKey, label: str, settings: FetchSettings,
-                size: int | None, first: int = 0) -> tuple[int, bytes]:
-    """``(size, first bytes)`` of a file: one request the first time, none afterwards.
-
-    ``first``: how many bytes that request takes when more than ``settings.header_bytes`` are
-    wanted (see :func:`coarse_first_request`)."""
-    hit = _HEADERS.get(key)
-    if hit is not None:
-        return hit
-    with _HEADERS.lock_for(key):
-        hit = _HEADERS.get(key)
-        if hit is not None:
-            return hit
-        return _fetch_header(transport, key, label, settings, size, first)
 
 
 def coarse_first_request(settings: FetchSettings, size: int | None, shrink: int,
@@ -178,35 +83,24 @@ def coarse_first_request(settings: FetchSettings, size: int | None, shrink: int,
     return want if want <= settings.coarse_bytes else settings.header_bytes
 
 
-def _fetch_header(transport: Transport, key: FileKey, label: str, settings: FetchSettings,
-                  size: int | None, first: int = 0) -> tuple[int, bytes]:
-    if size is None:
-        # Metadata did not say: a 1-byte read reports the size (Content-Range), then the header.
-        with transport.open_range(key, 0, 1, path=label) as probe:
-            probe.read()
-        if probe.total is None:
-            raise OSError(f"{label}: storage did not report the file size")
-        size = probe.total
-        FILE_STATS.add(key, 1, 1)
-    data = transport.read_range(key, 0, min(max(settings.header_bytes, first), size), path=label, size=size)
-    FILE_STATS.add(key, 1, len(data))
-    _HEADERS.put(key, size, data)
-    return size, data
-
-
 class RemoteFile(io.RawIOBase):
     """A read-only, seekable stored file; what GDAL reads through the opener."""
 
     def __init__(self, transport: Transport, key: FileKey, label: str, settings: FetchSettings,
-                 size: int, header: bytes, failures: list[BaseException]) -> None:
+                 header: Header, failures: list[BaseException]) -> None:
         super().__init__()
         self.transport, self.key, self.label, self.settings = transport, key, label, settings
-        self.size = size
+        self.size = header.size
         self.failures = failures
-        self._header = header
+        self._header = header.data
+        self._known = header.usable  # the header's first bytes that may be served without a request
+        self._verified = header.verified
+        self._stale_error: StaleHeaderError | None = None  # set once storage shows another version
         self._pos = 0
         self._block: tuple[int, bytes] = (0, b"")
-        self._pin = VersionPin()  # the handle must see one version of the file, across URL refreshes
+        # The handle must see one version of the file, across URL refreshes: the header's.
+        self._pin = VersionPin()
+        self._pin.etag = header.etag
 
     def readable(self) -> bool:
         return True
@@ -230,7 +124,7 @@ class RemoteFile(io.RawIOBase):
         return self._pos
 
     def _cached(self, start: int, end: int) -> bytes | None:
-        if end <= len(self._header):
+        if end <= self._known:
             return self._header[start:end]
         bstart, block = self._block
         if bstart <= start and end <= bstart + len(block):
@@ -238,17 +132,36 @@ class RemoteFile(io.RawIOBase):
         return None
 
     def _fetch(self, start: int, end: int) -> bytes:
-        data = self.transport.read_range(self.key, start, end, path=self.label, size=self.size, pin=self._pin)
+        try:
+            data = self.transport.read_range(self.key, start, end, path=self.label, size=self.size, pin=self._pin)
+        except FileChangedError as exc:
+            raise self._stale(exc) from exc
         FILE_STATS.add(self.key, 1, len(data))
+        self._confirmed()
         return data
 
+    def _stale(self, exc: FileChangedError) -> BaseException:
+        """Storage serves another version than the header's: drop the header (the reader reopens)."""
+        drop_header(self.key)
+        self._stale_error = StaleHeaderError(
+            f"{self.label}: the file changed since its header was read; opening it again", path=self.label)
+        return self._stale_error
+
+    def _confirmed(self) -> None:
+        if not self._verified:
+            self._verified = True
+            self._known = len(self._header)
+            verified(self.key, self._pin.etag)
+
     def _range(self, start: int, end: int) -> bytes:
+        if self._stale_error is not None:  # GDAL retries what failed: no request for a known-stale file
+            raise self._stale_error
         hit = self._cached(start, end)
         if hit is not None:
             return hit
-        known = len(self._header)
+        known = self._known
         if start < known:  # straddles the end of the header: fetch only the rest
-            return self._header[start:] + self._range(known, end)
+            return self._header[start:known] + self._range(known, end)
         if end - start < self.settings.readahead:
             # Small reads (IFDs, tile-index pages) come in runs: fetch a little more, once.
             block = self._fetch(start, min(self.size, start + self.settings.readahead))
@@ -266,6 +179,9 @@ class RemoteFile(io.RawIOBase):
         except Exception as exc:
             self.failures.append(exc)
             return b""
+        if len(data) > end - start:  # never more than asked: GDAL copies it into a buffer of that size
+            self.failures.append(OSError(f"{self.label}: read {len(data)} bytes for {end - start}"))
+            return b""
         self._pos = start + len(data)
         return data
 
@@ -279,21 +195,28 @@ class RemoteFile(io.RawIOBase):
         ranges = [(int(o), int(o) + int(n)) for o, n in zip(offsets, sizes, strict=True)]
         out: list[bytes | None] = [self._cached(s, e) for s, e in ranges]
         missing = [i for i, hit in enumerate(out) if hit is None]
+        if missing and self._stale_error is not None:
+            self.failures.append(self._stale_error)
+            return [b""] * len(ranges)
         if missing:
             # What a range shares with the header comes from it; only the rest is fetched.
-            known = len(self._header)
+            known = self._known
             wanted = [(max(ranges[i][0], known), ranges[i][1]) for i in missing]
             try:
-                got = self.transport.read_ranges(self.key, wanted, path=self.label, size=self.size, pin=self._pin,
-                                                 max_gap=self.settings.merge_gap)
+                try:
+                    got = self.transport.read_ranges(self.key, wanted, path=self.label, size=self.size,
+                                                     pin=self._pin, max_gap=self.settings.merge_gap)
+                except FileChangedError as exc:
+                    raise self._stale(exc) from exc
             except Exception as exc:
                 self.failures.append(exc)
                 return [b""] * len(ranges)
+            self._confirmed()
             merged = merge_ranges(wanted, max_gap=self.settings.merge_gap)
             FILE_STATS.add(self.key, len(merged), sum(e - s for s, e in merged))
             for i, data in zip(missing, got, strict=True):
                 start = ranges[i][0]
-                out[i] = self._header[start:] + data if start < known else data
+                out[i] = self._header[start:known] + data if start < known else data
         return [b"" if hit is None else hit for hit in out]  # every miss was filled above
 
     def close(self) -> None:
@@ -326,7 +249,7 @@ class SourceOpener(MultiByteRangeResourceContainer):
     def _is_me(self, path: str) -> bool:
         return path == self.name or path.endswith("/" + self.name)
 
-    def _header(self) -> tuple[int, bytes]:
+    def _header(self) -> Header:
         try:
             return load_header(self.transport, self.key, self.label, self.settings, self.size_hint)
         except Exception as exc:
@@ -338,8 +261,7 @@ class SourceOpener(MultiByteRangeResourceContainer):
             raise FileNotFoundError(path)
         if any(c in mode for c in "wa+"):
             raise PermissionError(f"{self.label}: stored files are read-only")
-        size, header = self._header()
-        return RemoteFile(self.transport, self.key, self.label, self.settings, size, header, self.failures)
+        return RemoteFile(self.transport, self.key, self.label, self.settings, self._header(), self.failures)
 
     def isfile(self, path: str) -> bool:
         return self._is_me(path)
@@ -361,7 +283,7 @@ class SourceOpener(MultiByteRangeResourceContainer):
             raise FileNotFoundError(path)
         hit = _HEADERS.get(self.key)
         if hit is not None:
-            return hit[0]
+            return hit.size
         if self.size_hint is not None:
             return self.size_hint
-        return self._header()[0]
+        return self._header().size

@@ -8,26 +8,20 @@ level the way odc-stac does and let GDAL warp from it). Reads go straight into t
 when the source is alone in that part of the chunk; overlapping sources are read into temporary
 arrays and fused in order with the chosen method.
 
-Datasets are opened by one thread of the process (GDAL builds a PROJ context per thread that
-opens a georeferenced file: paid once rather than once per reading thread), then lent to any
-reading thread, one at a time, and kept open between reads, keyed by file id and overview level:
-the header is read once per file and process, and an expired URL is re-signed underneath a
-dataset without reopening it.
+Datasets are opened by one thread of the process and lent to the reading threads (:mod:`._pool`),
+kept open between reads, keyed by file id and overview level: the header is read once per file
+and process (and kept on disk for the next ones, :mod:`._headers`), and an expired URL is
+re-signed underneath a dataset without reopening it.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import contextvars
 import functools
 import math
-import os
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -52,9 +46,21 @@ from fusion_stac.xarray._http import (
     DEFAULT_SETTINGS,
     FetchSettings,
     SourceOpener,
+    StaleHeaderError,
     cached_header,
     coarse_first_request,
     load_header,
+)
+from fusion_stac.xarray._pool import (
+    _HANDLES,
+    _OPENER,
+    GDAL_OPTIONS,
+    _close,
+    _Handle,
+    adopt_thread,
+    close_handles,
+    in_gdal_context,
+    warm_opener,
 )
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
@@ -71,24 +77,6 @@ __all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handl
 T = TypeVar("T")
 
 METHODS = ("first", "last", "min", "max", "mean")
-
-#: GDAL configuration for every read. Side-car files are never looked for (no directory
-#: listing, and the opener answers "no such file" without a request). The block cache is kept
-#: small: decoded tiles land in the output arrays, and GDAL's default (5 % of RAM) would hold a
-#: second copy of a whole mosaic; set ``GDAL_CACHEMAX`` in the environment to override.
-GDAL_OPTIONS: dict[str, Any] = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_PAM_ENABLED": "NO",
-    "CPL_VSIL_CURL_USE_HEAD": "NO",
-}
-BLOCK_CACHE_MB = 64
-
-
-def gdal_options() -> dict[str, Any]:
-    """:data:`GDAL_OPTIONS`, plus our block cache size unless the user configured one."""
-    if "GDAL_CACHEMAX" in GDAL_OPTIONS or "GDAL_CACHEMAX" in os.environ:
-        return GDAL_OPTIONS
-    return {**GDAL_OPTIONS, "GDAL_CACHEMAX": BLOCK_CACHE_MB}
 
 
 @dataclass(frozen=True)
@@ -135,241 +123,6 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
         return math.isnan(a) and math.isnan(b)
     return a == b
 
-
-# ------------------------------------------------------------------------------------------
-# dataset handles: opened by one thread, lent to any
-
-
-class _Handle:
-    __slots__ = ("dataset", "opener")
-
-    def __init__(self, dataset: rasterio.io.DatasetReader, opener: SourceOpener) -> None:
-        self.dataset = dataset
-        self.opener = opener
-
-
-# rasterio keeps its opener registrations in context variables. A handle opened in one context
-# and read or closed in another would fail to find them (a LookupError printed from C, and a
-# GDAL I/O error). So every GDAL call of ours runs in a context owned by its thread, whose
-# registries are process-wide dicts shared by all such contexts.
-_SHARED_REGISTRIES: dict[str, dict[Any, Any]] = {}
-
-
-def _install_shared_registries() -> None:
-    try:
-        from rasterio import _vsiopener
-    except ImportError:  # pragma: no cover - rasterio without the opener plugin
-        return
-    for name in ("_OPENER_REGISTRY", "_OPEN_FILE_EXIT_STACKS"):
-        var = getattr(_vsiopener, name, None)
-        if isinstance(var, contextvars.ContextVar):
-            var.set(_SHARED_REGISTRIES.setdefault(name, {}))
-
-
-class _Local(threading.local):
-    context: contextvars.Context | None = None
-    depth = 0
-    owned = False  # one of our pool threads: its GDAL configuration is set once, for good
-    opener = False  # the opener thread
-
-
-_LOCAL = _Local()
-
-
-def adopt_thread() -> None:
-    """Mark the calling thread as one of our readers (a pool initializer): GDAL options are
-    thread-local in child threads, so ours keep theirs rather than set and unset them per call
-    (a rasterio environment costs a few stat calls each time)."""
-    _LOCAL.owned = True
-
-
-def in_gdal_context(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` in this thread's GDAL context, with our GDAL configuration."""
-    local = _LOCAL
-    if local.depth:
-        return fn(*args)
-    if local.context is None:
-        local.context = contextvars.Context()
-        local.context.run(_install_shared_registries)
-        if local.owned:
-            local.context.run(_enter_env_for_good)
-    local.depth += 1
-    try:
-        if local.owned:
-            return local.context.run(fn, *args)
-        return local.context.run(_with_env, fn, args)
-    finally:
-        local.depth -= 1
-
-
-def _enter_env_for_good() -> None:
-    rasterio.Env(**gdal_options()).__enter__()
-
-
-def _with_env(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    with rasterio.Env(**gdal_options()):
-        return fn(*args)
-
-
-class _Handles:
-    """Open datasets shared by every reading thread, each lent to one thread at a time (a GDAL
-    dataset may move between threads, but never be used by two at once). Idle ones are kept, up
-    to ``capacity``, least recently used closed first; keyed by file id, never by URL. Datasets
-    can be opened ahead: a reader that wants one still being opened waits for that open."""
-
-    capacity = 64
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: OrderedDict[tuple[Any, ...], list[_Handle]] = OrderedDict()
-        self._pending: dict[tuple[Any, ...], Future[_Handle]] = {}
-
-    def take(self, key: tuple[Any, ...]) -> _Handle | Future[_Handle] | None:
-        """An idle dataset, or the open in flight for ``key`` (now the caller's), or None."""
-        with self._lock:
-            stack = self._idle.get(key)
-            if not stack:
-                return self._pending.pop(key, None)
-            handle = stack.pop()
-            if not stack:
-                del self._idle[key]
-            return handle
-
-    def give(self, key: tuple[Any, ...], handle: _Handle) -> None:
-        evicted = []
-        with self._lock:
-            self._idle.setdefault(key, []).append(handle)
-            self._idle.move_to_end(key)
-            excess = sum(map(len, self._idle.values())) - self.capacity
-            for _ in range(excess):
-                old_key, stack = next(iter(self._idle.items()))
-                evicted.append(stack.pop(0))
-                if not stack:
-                    del self._idle[old_key]
-        for old in evicted:
-            _close(old)
-
-    def known(self, key: tuple[Any, ...]) -> bool:
-        with self._lock:
-            return key in self._idle or key in self._pending
-
-    def open_ahead(self, key: tuple[Any, ...], opener: Callable[[], _Handle]) -> None:
-        """Open on the opener thread now; the dataset waits, idle, for its reader."""
-        with self._lock:
-            if key in self._idle or key in self._pending:
-                return
-            future = _OPENER.submit(opener)
-            self._pending[key] = future
-        future.add_done_callback(lambda f: self._landed(key, f))
-
-    def _landed(self, key: tuple[Any, ...], future: Future[_Handle]) -> None:
-        with self._lock:
-            if self._pending.get(key) is not future:
-                return  # a reader claimed it (or it was drained: closed there)
-            del self._pending[key]
-        if future.exception() is None:
-            self.give(key, future.result())
-        # A failed open ahead is forgotten: the reader opens again and meets the error itself.
-
-    def drain(self) -> list[_Handle]:
-        with self._lock:
-            handles = [h for stack in self._idle.values() for h in stack]
-            self._idle.clear()
-            orphans = list(self._pending.values())
-            self._pending.clear()
-        for future in orphans:
-            future.add_done_callback(_close_result)
-        return handles
-
-
-def _close_result(future: Future[_Handle]) -> None:
-    if future.exception() is None:
-        _close(future.result())
-
-
-_HANDLES = _Handles()
-
-
-class _OpenerThread:
-    """The one thread that opens datasets. On a thread's first open of a georeferenced file GDAL
-    builds that thread's PROJ context and CRS cache (about 10 ms of CPU, 20 ms for the first in
-    the process); reading needs neither. So opens go to one thread, which pays that once, and the
-    datasets are then lent to any reading thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
-
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if _LOCAL.opener:
-            return fn(*args)
-        return self.submit(fn, *args).result()
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="fusion-open", initializer=self._mark)
-                self._pid = os.getpid()
-            pool = self._pool
-        return pool.submit(in_gdal_context, fn, *args)
-
-    @staticmethod
-    def _mark() -> None:
-        _LOCAL.opener = True
-        adopt_thread()
-
-
-_OPENER = _OpenerThread()
-_WARMED: set[str] = set()
-_WARMED_LOCK = threading.Lock()
-
-
-def warm_opener(crs: Iterable[str]) -> None:
-    """Have the opener thread build its PROJ context and CRS cache for ``crs`` now, in the
-    background (a tiny in-memory GeoTIFF per CRS, opened the way a slice is): the first real open
-    then costs ~1 ms rather than ~20, and that work overlaps the first header fetches instead of
-    waiting for them."""
-    with _WARMED_LOCK:
-        new = sorted(set(crs) - _WARMED)
-        _WARMED.update(new)
-    if new:
-        _OPENER.submit(_warm_open, new)
-
-
-def _warm_open(crs: Sequence[str]) -> None:
-    from rasterio.io import MemoryFile
-
-    for code in crs:
-        # A failure here is only a missed head start.
-        with contextlib.suppress(Exception), MemoryFile() as mem:
-            with mem.open(driver="GTiff", width=1, height=1, count=1, dtype="uint8", crs=code,
-                          transform=Affine(30, 0, 300000, 0, -30, 5790000)) as ds:
-                ds.write(np.zeros((1, 1, 1), dtype="uint8"))
-            with mem.open() as ds:
-                _ = ds.crs
-
-
-def close_handles() -> None:
-    """Close the idle dataset handles of every thread (they reopen on demand; handles in use are
-    kept)."""
-    handles = _HANDLES.drain()
-    if handles:
-        in_gdal_context(_close_all, handles)
-
-
-atexit.register(close_handles)
-
-
-def _close_all(handles: Iterable[_Handle]) -> None:
-    for handle in handles:
-        _close(handle)
-
-
-def _close(handle: _Handle) -> None:
-    # Closing a broken handle must not mask the error that broke it.
-    with contextlib.suppress(Exception):
-        in_gdal_context(handle.dataset.close)
 
 
 def _handle_key(source: RasterSource, overview: int | None, transport: Any) -> tuple[Any, ...]:
@@ -525,8 +278,19 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
                  storage: Storage, out: np.ndarray, where: Placement) -> None:
     """Fill ``out`` (bands, rows, cols of ``dst_gbox[rr.roi_dst]``, output dtype) from ``source``.
 
-    Pixels the source does not cover hold the output fill value.
+    Pixels the source does not cover hold the output fill value. A header that turns out to be of
+    another version of the file than storage now serves (kept on disk, :mod:`._headers`) is dropped,
+    and the read done again from storage, once.
     """
+    try:
+        _read_source_once(source, rr, dst_gbox, cfg, storage, out, where)
+    except StaleHeaderError:
+        _HANDLES.forget_file(source.key)
+        _read_source_once(source, rr, dst_gbox, cfg, storage, out, where)
+
+
+def _read_source_once(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
+                      storage: Storage, out: np.ndarray, where: Placement) -> None:
     first = _first_request(source, rr, cfg)
     with _lease(source, storage, cfg.settings, first=first) as handle:
         ds = handle.dataset
@@ -867,5 +631,6 @@ def describe_file(key: FileKey, storage: Storage, *, size: int | None, label: st
         finally:
             ds.close()
 
-    load_header(storage.transport(), key, label, settings, size)
+    # A description is never taken from a header storage has not confirmed (nothing else is read).
+    load_header(storage.transport(), key, label, settings, size, verify=True)
     return _OPENER.run(run)

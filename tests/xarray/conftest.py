@@ -100,9 +100,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The disk cache of these tests: their own directory, never the user's."""
+    import os
+
+    path = tmp_path_factory.mktemp("fusion-stac-cache")
+    saved = os.environ.get("FUSION_STAC_CACHE_DIR")
+    os.environ["FUSION_STAC_CACHE_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if saved is None:
+            os.environ.pop("FUSION_STAC_CACHE_DIR", None)
+        else:
+            os.environ["FUSION_STAC_CACHE_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
 def cold(world: World) -> Iterator[None]:
-    """Every test starts cold: no cached headers or handles, zeroed counters, no queued faults."""
+    """Every test starts cold: no cached headers (in memory or on disk) or handles, zeroed counters, no
+    queued faults."""
     clear_headers()
     close_handles()
     world.server.reset()

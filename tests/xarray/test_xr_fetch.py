@@ -8,7 +8,8 @@ import pytest
 
 from fusion_stac.storage._broker import FileKey
 from fusion_stac.xarray import FetchSettings
-from fusion_stac.xarray._http import RemoteFile, _HeaderCache, coarse_first_request
+from fusion_stac.xarray._headers import Header, _HeaderCache
+from fusion_stac.xarray._http import RemoteFile, coarse_first_request
 
 KEY = FileKey("org", "data", "file")
 DATA = bytes(range(256)) * 64  # 16 KiB
@@ -31,8 +32,8 @@ class FakeTransport:
 
 def _file(header: int, **settings: int) -> tuple[RemoteFile, FakeTransport]:
     transport = FakeTransport()
-    remote = RemoteFile(transport, KEY, "test file", FetchSettings(**settings), len(DATA),  # type: ignore[arg-type]
-                        DATA[:header], [])
+    remote = RemoteFile(transport, KEY, "test file", FetchSettings(**settings),  # type: ignore[arg-type]
+                        Header(len(DATA), DATA[:header], None, True), [])
     return remote, transport
 
 
@@ -73,12 +74,12 @@ def test_header_cache_is_bounded_in_bytes() -> None:
     cache = _HeaderCache(capacity=10, max_bytes=100)
     keys = [FileKey("org", "data", str(i)) for i in range(4)]
     for key in keys[:3]:
-        cache.put(key, 1000, b"x" * 40)
+        cache.put(key, Header(1000, b"x" * 40, None, True))
     assert cache.get(keys[0]) is None, "the oldest goes when 120 bytes exceed 100"
     assert cache.get(keys[1]) is not None and cache.get(keys[2]) is not None
-    cache.put(keys[3], 1000, b"y" * 500)  # alone over the budget: kept, the others go
-    assert cache.get(keys[3]) == (1000, b"y" * 500)
+    cache.put(keys[3], Header(1000, b"y" * 500, None, True))  # alone over the budget: kept, the others go
+    assert cache.get(keys[3]) == Header(1000, b"y" * 500, None, True)
     assert cache.get(keys[1]) is None and cache.get(keys[2]) is None
-    cache.put(keys[3], 1000, b"z" * 10)  # replacing an entry releases its bytes
-    cache.put(keys[1], 1000, b"w" * 80)
-    assert cache.get(keys[3]) == (1000, b"z" * 10) and cache.get(keys[1]) is not None
+    cache.put(keys[3], Header(1000, b"z" * 10, None, True))  # replacing an entry releases its bytes
+    cache.put(keys[1], Header(1000, b"w" * 80, None, True))
+    assert cache.get(keys[3]) == Header(1000, b"z" * 10, None, True) and cache.get(keys[1]) is not None
