@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pystac
 
@@ -36,6 +36,7 @@ from fusion_stac.stac.io import (
     AssetHrefs,
     FusionStacIO,
     execution_href,
+    gateway_asset_href,
     group_href,
     organisation_href,
     parse_stac_href,
@@ -176,6 +177,7 @@ def open_catalog(
     path: str | None = None,
     *,
     asset_hrefs: AssetHrefs = "fusion",
+    gateway_url: str | None = None,
     read_headers: bool = True,
     include_intermediate: bool = False,
 ) -> pystac.Catalog:
@@ -186,11 +188,16 @@ def open_catalog(
     Data items and executions open as ``pystac.Collection``. Browsing (``get_children``,
     ``get_items(recursive=True)``, ``get_item``) makes API requests only for what it visits; the
     catalog caches them, so re-open it to see new data.
+
+    ``asset_hrefs``: ``"fusion"`` (``fusion://`` files), ``"signed"`` (pre-signed ``https`` URLs that
+    expire) or ``"gateway"`` (never-expiring ``{gateway_url}/assets/{org}/{data}/{file}`` links that
+    GDAL, odc-stac and stackstac read as they are; see :func:`search`).
     """
+    gateway = _asset_gateway(client, asset_hrefs, gateway_url)
     seen: list[Any] = []
     href = resolve_href(client, path, seen=seen)
     io = FusionStacIO(client, asset_hrefs=asset_hrefs, read_headers=read_headers,
-                      include_intermediate=include_intermediate, root_href=href)
+                      include_intermediate=include_intermediate, root_href=href, gateway_url=gateway)
     io.seed(seen)
     kind = parse_stac_href(href).kind
     cls: type[pystac.Catalog] = FusionCatalog if kind == "catalog" else FusionCollection
@@ -338,6 +345,7 @@ def search(
     uploads: bool = True,
     outputs: bool = True,
     asset_hrefs: AssetHrefs = "fusion",
+    gateway_url: str | None = None,
     read_headers: bool = True,
     max_items: int | None = None,
 ) -> pystac.ItemCollection:
@@ -357,6 +365,14 @@ def search(
 
     Executions still running contribute no items. Items come back with their root set to a lazy
     catalog, so ``item.get_collection()`` works.
+
+    ``asset_hrefs="gateway"`` links every asset to an asset gateway,
+    ``{gateway}/assets/{org}/{data}/{file}`` (previews ``.../preview``), which redirects each read
+    to a freshly signed URL: odc-stac, stackstac and GDAL read them with no configuration, for as
+    long as the gateway runs. ``gateway_url`` names one (``fusion-stac serve``'s URL); without it,
+    this process starts ``fusion-stac serve`` in the background on a free loopback port, once,
+    logged in as ``client`` (it stops when the interpreter exits; dask workers on this machine
+    reach it too).
     """
     if bbox is not None:
         if isinstance(bbox, (str, bytes)) or not all(isinstance(v, (int, float)) for v in bbox):
@@ -375,7 +391,9 @@ def search(
     else:
         org_ids = list(client.user.organisation_ids)
     root_href = organisation_href(org_ids[0]) if len(org_ids) == 1 else ROOT_HREF
-    io = FusionStacIO(client, asset_hrefs=asset_hrefs, read_headers=read_headers, root_href=root_href)
+    gateway = _asset_gateway(client, asset_hrefs, gateway_url)
+    io = FusionStacIO(client, asset_hrefs=asset_hrefs, read_headers=read_headers, root_href=root_href,
+                      gateway_url=gateway)
     pin_data = _pushed(conditions, "fusion:data_id")
     pin_process = _pushed(conditions, "fusion:process_id")
     pin_execution = _pushed(conditions, "fusion:execution_id")
@@ -596,6 +614,20 @@ def export_catalog(
     return dest / copy_root_name(copy)
 
 
+def _asset_gateway(client: Any, asset_hrefs: str, gateway_url: str | None) -> str | None:
+    """The gateway base URL ``asset_hrefs`` needs: ``gateway_url`` checked, or a background
+    ``fusion-stac serve`` of this process (started now if need be); ``None`` for other hrefs."""
+    if asset_hrefs != "gateway":
+        if gateway_url is not None:
+            raise ValidationError(f"gateway_url is for asset_hrefs='gateway', not {asset_hrefs!r}", field="gateway_url")
+        return None
+    if gateway_url is not None:
+        return _gateway_base(gateway_url)
+    from fusion_stac.stac import _gateway_process
+
+    return _gateway_process.gateway_url(client)
+
+
 def _gateway_base(url: str | None) -> str:
     """The gateway's base URL, checked: ``http(s)://host[:port][/path]`` without query or fragment."""
     if not url:
@@ -606,13 +638,6 @@ def _gateway_base(url: str | None) -> str:
         raise ValidationError(f"gateway_url must be an http(s) URL without query or fragment, not {url!r}",
                               field="gateway_url")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-
-
-def gateway_asset_href(gateway: str, organisation_id: str, data_id: str, file_id: str, *,
-                       preview: bool = False) -> str:
-    """The gateway's stable URL of a file (``preview``: of its PNG preview)."""
-    ids = "/".join(quote(str(part), safe="") for part in (organisation_id, data_id, file_id))
-    return f"{gateway}/assets/{ids}" + ("/preview" if preview else "")
 
 
 def _link_to_gateway(catalog: pystac.Catalog, gateway: str) -> None:

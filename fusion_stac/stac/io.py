@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from pystac.stac_io import DefaultStacIO
 
@@ -68,6 +68,7 @@ __all__ = [
     "FusionStacIO",
     "StacHref",
     "execution_href",
+    "gateway_asset_href",
     "group_href",
     "organisation_href",
     "parse_stac_href",
@@ -80,7 +81,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AssetHrefs = Literal["fusion", "signed"]
+AssetHrefs = Literal["fusion", "signed", "gateway"]
+#: What ``asset_hrefs`` can be.
+ASSET_HREFS: tuple[str, ...] = ("fusion", "signed", "gateway")
 KINDS = ("catalog", "collection", "group", "item")
 ROOT_HREF = "fusion://?stac=catalog"
 JSON = "application/json"
@@ -165,6 +168,13 @@ def output_item_href(org_id: str, process_id: str, execution_id: str, component_
     return stac_href(_urls.process_url(org_id, process_id, execution_id, component_id, data_id, file_id), "item")
 
 
+def gateway_asset_href(gateway: str, organisation_id: str, data_id: str, file_id: str, *,
+                       preview: bool = False) -> str:
+    """The gateway's stable URL of a file (``preview``: of its PNG preview)."""
+    ids = "/".join(quote(str(part), safe="") for part in (organisation_id, data_id, file_id))
+    return f"{gateway}/assets/{ids}" + ("/preview" if preview else "")
+
+
 def _is_fusion(href: str) -> bool:
     return href.startswith(f"{_urls.PROTOCOL}:")
 
@@ -198,7 +208,8 @@ class FusionStacIO(DefaultStacIO):
 
     ``asset_hrefs``: ``"fusion"`` (stable ``fusion://`` file hrefs, read with the fusion filesystem)
     or ``"signed"`` (pre-signed ``https`` URLs any HTTP reader can open, valid until
-    ``fusion:href_expires``). ``read_headers``: read the first 64 KiB of rasters the API does not
+    ``fusion:href_expires``) or ``"gateway"`` (``{gateway_url}/assets/{org}/{data}/{file}``, an
+    asset gateway's never-expiring links; ``gateway_url`` is then required). ``read_headers``: read the first 64 KiB of rasters the API does not
     describe. ``include_intermediate``: also publish outputs of components marked intermediate.
     """
 
@@ -210,12 +221,17 @@ class FusionStacIO(DefaultStacIO):
         read_headers: bool = True,
         include_intermediate: bool = False,
         root_href: str = ROOT_HREF,
+        gateway_url: str | None = None,
     ) -> None:
         super().__init__()
-        if asset_hrefs not in ("fusion", "signed"):
-            raise ValidationError(f"asset_hrefs must be 'fusion' or 'signed', not {asset_hrefs!r}", field="asset_hrefs")
+        if asset_hrefs not in ASSET_HREFS:
+            raise ValidationError(f"asset_hrefs must be one of {', '.join(map(repr, ASSET_HREFS))}, not {asset_hrefs!r}",
+                                  field="asset_hrefs")
+        if (asset_hrefs == "gateway") != (gateway_url is not None):
+            raise ValidationError("gateway_url goes with asset_hrefs='gateway' (and only with it)", field="gateway_url")
         self.client = client
         self.asset_hrefs: AssetHrefs = asset_hrefs
+        self.gateway_url = gateway_url.rstrip("/") if gateway_url is not None else None
         self.read_headers = read_headers
         self.include_intermediate = include_intermediate
         self.root_href = parse_stac_href(root_href).href
@@ -503,7 +519,8 @@ class FusionStacIO(DefaultStacIO):
         items: list[dict[str, Any]] = []
         for f in ready:
             raster, urls = extras.get(f.file_id or "", (None, None))
-            item = mapping.file_item(f, organisation_id=org_id, data=data, raster=raster, **self._hrefs(urls))
+            item = mapping.file_item(f, organisation_id=org_id, data=data, raster=raster,
+                                     **self._hrefs(org_id, f, urls))
             item_href = upload_item_href(org_id, data.id, f.file_id or "")
             item["collection"] = data.id
             item["links"] = [*self._links(item_href, href), _link("collection", href)]
@@ -540,8 +557,12 @@ class FusionStacIO(DefaultStacIO):
             return {}
         return dict(self.client.map(lambda f: self._extras_for(org_id, f), todo))
 
-    @staticmethod
-    def _hrefs(urls: tuple[SignedURL, SignedURL | None] | None) -> dict[str, Any]:
+    def _hrefs(self, org_id: str, f: DataFile, urls: tuple[SignedURL, SignedURL | None] | None) -> dict[str, Any]:
+        """The asset hrefs of ``f`` other than the default ``fusion://`` ones (as ``file_item`` arguments)."""
+        if self.gateway_url is not None and f.data_id and f.file_id:
+            return {"data_href": gateway_asset_href(self.gateway_url, org_id, f.data_id, f.file_id),
+                    "thumbnail_href": gateway_asset_href(self.gateway_url, org_id, f.data_id, f.file_id, preview=True)
+                    if f.preview_file_id else None}
         if urls is None:
             return {}
         data_url, preview = urls
@@ -643,7 +664,8 @@ class FusionStacIO(DefaultStacIO):
             raster, urls = extras.get(o.file.file_id or "", (None, None))
             ctx = mapping.OutputContext(process=process, execution=o.execution, component=o.component,
                                         nominal_datetime=nominal, aggregator=o.aggregator)
-            item = mapping.file_item(o.file, organisation_id=org_id, output=ctx, raster=raster, **self._hrefs(urls))
+            item = mapping.file_item(o.file, organisation_id=org_id, output=ctx, raster=raster,
+                                     **self._hrefs(org_id, o.file, urls))
             item_href = output_item_href(org_id, process.id, o.execution.id, o.component.id, o.file.data_id or "",
                                          o.file.file_id or "")
             item["collection"] = collection_id
