@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from fusion_stac import __version__
-from fusion_stac._cli._registry import COMMANDS as _COMMANDS
-from fusion_stac._cli._registry import Arguments as Arguments  # re-exported
-from fusion_stac._cli._registry import CommandFailed, UsageError, command
-from fusion_stac._cli._registry import Handler as Handler  # re-exported
+from fusion_stac._cli import COMMANDS as _COMMANDS
+from fusion_stac._cli import Arguments as Arguments  # re-exported
+from fusion_stac._cli import CommandFailed, UsageError, command
+from fusion_stac._cli import Handler as Handler  # re-exported
 
 log = logging.getLogger("fusion_stac.cli")
 

@@ -5,3 +5,7 @@ Each module registers its commands with :func:`fusion_stac._cli._registry.comman
 heavy libraries (xarray, rasterio, matplotlib, the emulator) inside the handlers, so that
 ``fusion-stac --help`` starts fast.
 """
+
+from fusion_stac._cli._registry import COMMANDS, Arguments, CommandFailed, Handler, UsageError, command
+
+__all__ = ["COMMANDS", "Arguments", "CommandFailed", "Handler", "UsageError", "command"]

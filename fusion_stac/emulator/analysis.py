@@ -21,7 +21,6 @@ import shapely
 
 from fusion_stac.emulator.geobase import (
     _COG_MEDIA_TYPE,
-    _MEDIA_TYPES,
     _RASTER_TYPES,
     _VECTOR_TYPES,
     CLOUD_CLASSES,
@@ -35,6 +34,9 @@ from fusion_stac.emulator.geobase import (
     _sniff,
 )
 from fusion_stac.emulator.raster_analysis import _analyse_raster
+
+# one table of media types: a STAC asset says what storage serves the file as
+from fusion_stac.emulator.storage import CONTENT_TYPES as _MEDIA_TYPES
 from fusion_stac.emulator.vector_analysis import _analyse_vector
 
 logger = logging.getLogger(__name__)

@@ -47,22 +47,6 @@ CLOUD_CLASSES: dict[int, tuple[str, tuple[int, int, int]]] = {
 CLASSIFICATION_NODATA = 255
 ELEVATION_NODATA = -9999.0
 
-_MEDIA_TYPES = {
-    "GeoTIFF": "image/tiff; application=geotiff",
-    "DEM": "image/tiff; application=geotiff",
-    "JPEG2000": "image/jp2",
-    "GeoJSON": "application/geo+json",
-    "KML": "application/vnd.google-earth.kml+xml",
-    "KMZ": "application/vnd.google-earth.kmz",
-    "ESRI Shapefile": "application/zip",
-    "CSV": "text/csv",
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "PDF": "application/pdf",
-    "GZIP": "application/gzip",
-    "ZIP": "application/zip",
-    "Other": "application/octet-stream",
-}
 _COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 _GEOD = pyproj.Geod(ellps="WGS84")

@@ -20,7 +20,6 @@ from rasterio.enums import Resampling
 from fusion_stac.emulator.geobase import (
     _COG_MEDIA_TYPE,
     _GEOD,
-    _MEDIA_TYPES,
     _BadContent,
     _crs_string,
     _normalise_unit,
@@ -28,6 +27,9 @@ from fusion_stac.emulator.geobase import (
     _transformer,
 )
 from fusion_stac.emulator.rendering import _raster_preview
+
+# one table of media types: a STAC asset says what storage serves the file as
+from fusion_stac.emulator.storage import CONTENT_TYPES as _MEDIA_TYPES
 
 _MAX_STATS_PIXELS = 16 * 1024 * 1024  # above this, raster statistics are computed from a decimated read
 
