@@ -16,6 +16,7 @@ import rasterio
 import rioxarray  # noqa: F401 - registers .rio
 import xarray as xr
 from rasterio.io import MemoryFile
+from xr_helpers import isolated_credentials
 
 from fusion_stac.xarray import CRSConflictError, MosaicError, open_mosaic, open_timeseries
 from fusion_stac.xarray._http import FILE_STATS, clear_headers
@@ -24,8 +25,6 @@ from fusion_stac.xarray._reader import close_handles
 EMAIL = "me@org.com"
 PASSWORD = "MyPassword123!"
 REGIONS = Path(__file__).parents[2] / "fusion_stac" / "emulator" / "regions"
-ENV_NAMES = ("FUSION_PLATFORM_API_URL", "FUSION_PLATFORM_EMAIL", "FUSION_PLATFORM_USER_ID",
-             "FUSION_PLATFORM_PASSWORD", "FUSION_STAC_TOKEN_FILE", "NETRC")
 
 
 def _square(path: Path, lon: float, lat: float, size: float) -> Path:
@@ -52,38 +51,26 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     from fusion_stac.client import FusionClient
     from fusion_stac.emulator import Emulator
 
-    saved = {k: os.environ.get(k) for k in ENV_NAMES}
-    for name in ENV_NAMES:
-        os.environ.pop(name, None)
     tmp = tmp_path_factory.mktemp("xr-platform")
-    os.environ["FUSION_STAC_TOKEN_FILE"] = str(tmp / "tokens.json")
-    os.environ["NETRC"] = str(tmp / "no-netrc")
-    try:
-        with Emulator(execution_duration=0, resolution_m=250.0) as emu:
-            client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.05)
-            org = client.organisation()
+    with isolated_credentials(tmp), Emulator(execution_duration=0, resolution_m=250.0) as emu:
+        client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.05)
+        org = client.organisation()
 
-            def run(name: str, region: Path, times: int = 1, **options: Any) -> Any:
-                data = client.create_data(org.id, name, [region])
-                proc = client.new_process(org.id, "Elevation", name).with_input(1, data).with_options(**options).create()
-                for _ in range(times):
-                    client.execute(org.id, proc.id, wait=True)
-                return proc
+        def run(name: str, region: Path, times: int = 1, **options: Any) -> Any:
+            data = client.create_data(org.id, name, [region])
+            proc = client.new_process(org.id, "Elevation", name).with_input(1, data).with_options(**options).create()
+            for _ in range(times):
+                client.execute(org.id, proc.id, wait=True)
+            return proc
 
-            belt = run("Belt DEM", REGIONS / "central_belt.geojson")
-            thames = run("Thames DEM", REGIONS / "thames.geojson")
-            small = run("Small DEM", _square(tmp / "small.geojson", -1.2, 52.0, 0.05), times=3)
-            fine = run("Fine DEM", _square(tmp / "fine.geojson", -2.0, 53.0, 0.12), resolution=30)
-            idle_data = client.create_data(org.id, "Idle region", [_square(tmp / "idle.geojson", 1.0, 50.0, 0.05)])
-            idle = client.new_process(org.id, "Elevation", "Idle DEM").with_input(1, idle_data).create()
-            yield Platform(emu, client, org.id, belt, thames, small, fine, idle)
-            client.close()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        belt = run("Belt DEM", REGIONS / "central_belt.geojson")
+        thames = run("Thames DEM", REGIONS / "thames.geojson")
+        small = run("Small DEM", _square(tmp / "small.geojson", -1.2, 52.0, 0.05), times=3)
+        fine = run("Fine DEM", _square(tmp / "fine.geojson", -2.0, 53.0, 0.12), resolution=30)
+        idle_data = client.create_data(org.id, "Idle region", [_square(tmp / "idle.geojson", 1.0, 50.0, 0.05)])
+        idle = client.new_process(org.id, "Elevation", "Idle DEM").with_input(1, idle_data).create()
+        yield Platform(emu, client, org.id, belt, thames, small, fine, idle)
+        client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ group order. Small rasters (500 m pixels, 10 km slices) so that each region take
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,14 +21,13 @@ import rioxarray  # noqa: F401 - registers .rio
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.vrt import WarpedVRT
+from xr_helpers import isolated_credentials
 
 from fusion_stac.xarray import open_mosaic
 from fusion_stac.xarray._reader import close_handles
 
 EMAIL = "me@org.com"
 PASSWORD = "MyPassword123!"
-ENV_NAMES = ("FUSION_PLATFORM_API_URL", "FUSION_PLATFORM_EMAIL", "FUSION_PLATFORM_USER_ID",
-             "FUSION_PLATFORM_PASSWORD", "FUSION_STAC_TOKEN_FILE", "NETRC")
 
 
 def _ring(w: float, s: float, e: float, n: float) -> list[list[float]]:
@@ -68,37 +66,25 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     from fusion_stac.emulator import Emulator
     from fusion_stac.stac.catalog import open_catalog
 
-    saved = {k: os.environ.get(k) for k in ENV_NAMES}
-    for name in ENV_NAMES:
-        os.environ.pop(name, None)
     tmp = tmp_path_factory.mktemp("xr-regions")
-    os.environ["FUSION_STAC_TOKEN_FILE"] = str(tmp / "tokens.json")
-    os.environ["NETRC"] = str(tmp / "no-netrc")
-    try:
-        with Emulator(execution_duration=0, resolution_m=500.0, slice_size_m=10000.0, max_region_m=12000.0) as emu:
-            client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.05)
-            org = client.organisation()
-            runs = {}
-            for name, geometry in REGIONS.items():
-                path = tmp / f"{name}.geojson"
-                path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-                    {"type": "Feature", "properties": {}, "geometry": geometry}]}))
-                data = client.create_data(org.id, name, [path])
-                proc = client.new_process(org.id, "Elevation", name).with_input(1, data).create()
-                client.execute(org.id, proc.id, wait=True)
-                coll = open_catalog(client, f"fusion://{org.id}/processes/{proc.id}/latest")
-                items = sorted((i for i in coll.get_items(recursive=True)
-                                if "raster:bands" in i.assets["data"].extra_fields),
-                               key=lambda i: i.properties.get("fusion:group_index") or 0)
-                runs[name] = Run(client, org.id, data, proc, items)
-            yield Platform(client, org.id, runs)
-            client.close()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with isolated_credentials(tmp), Emulator(execution_duration=0, resolution_m=500.0, slice_size_m=10000.0, max_region_m=12000.0) as emu:
+        client = FusionClient(emu.url, email=EMAIL, password=PASSWORD, poll_interval=0.05)
+        org = client.organisation()
+        runs = {}
+        for name, geometry in REGIONS.items():
+            path = tmp / f"{name}.geojson"
+            path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+                {"type": "Feature", "properties": {}, "geometry": geometry}]}))
+            data = client.create_data(org.id, name, [path])
+            proc = client.new_process(org.id, "Elevation", name).with_input(1, data).create()
+            client.execute(org.id, proc.id, wait=True)
+            coll = open_catalog(client, f"fusion://{org.id}/processes/{proc.id}/latest")
+            items = sorted((i for i in coll.get_items(recursive=True)
+                            if "raster:bands" in i.assets["data"].extra_fields),
+                           key=lambda i: i.properties.get("fusion:group_index") or 0)
+            runs[name] = Run(client, org.id, data, proc, items)
+        yield Platform(client, org.id, runs)
+        client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,8 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -242,3 +244,26 @@ def item_for(source: RasterSource, *, when: str = "2024-05-01T10:00:00Z", **prop
                                                       "raster:bands": [dict(band) for _ in range(source.count)],
                                                       "file:size": source.size}))
     return item
+
+
+#: What a test platform hides of the machine's own credentials.
+ENV_NAMES = ("FUSION_PLATFORM_API_URL", "FUSION_PLATFORM_EMAIL", "FUSION_PLATFORM_USER_ID",
+             "FUSION_PLATFORM_PASSWORD", "FUSION_STAC_TOKEN_FILE", "NETRC")
+
+
+@contextmanager
+def isolated_credentials(tmp: Path) -> Iterator[None]:
+    """No credentials from the environment, a token cache and an empty netrc under ``tmp``; restored after."""
+    saved = {k: os.environ.get(k) for k in ENV_NAMES}
+    for name in ENV_NAMES:
+        os.environ.pop(name, None)
+    os.environ["FUSION_STAC_TOKEN_FILE"] = str(tmp / "tokens.json")
+    os.environ["NETRC"] = str(tmp / "no-netrc")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
