@@ -175,6 +175,7 @@ class Emulator:
         return uvicorn.Config(
             app,
             http=make_tracking_protocol(self.registry),
+            loop="asyncio",  # the same event loop whether or not uvloop is installed (the server extra brings it)
             lifespan="off",
             log_level=self.settings.log_level,
             access_log=False,
