@@ -72,6 +72,16 @@ class Indexer:
                 if self.last_refresh is None:
                     self._refresh_locked()
 
+    def catch_up(self, max_age: float = 5.0) -> None:
+        """After a miss (a file the index does not know, which a new run or a stale index shared with
+        another session explains): wait for the refresh running, if one is, else run one, unless the
+        last one finished less than ``max_age`` seconds ago (misses coalesce: one refresh for many)."""
+        asked = time.monotonic()
+        with self._lock:
+            if self.last_refresh is not None and self.last_refresh >= asked - max_age:
+                return
+            self._refresh_locked()
+
     def start(self) -> None:
         """Refresh now and then every ``interval`` seconds, in a daemon thread."""
         if self._thread is None:

@@ -93,3 +93,71 @@ def test_importing_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "stac_fastapi.api", None)  # as if not installed
     with pytest.raises(ImportError, match=r"'server' extra"):
         importlib.import_module("fusion_stac.server")
+
+
+def test_two_indexes_on_one_file_write_at_once_without_locking_errors(tmp_path: Path) -> None:
+    """Two Index objects (as two processes have: their own connections and locks) write and read one file."""
+    import threading
+
+    from fusion_stac.server import Index
+
+    path = tmp_path / "shared" / "index.sqlite"
+    indexes = [Index(path), Index(path)]
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        index = indexes[n]
+        try:
+            for i in range(40):
+                cid = f"c{n}-{i}"
+                items = [{"type": "Feature", "id": f"{cid}-{k}", "geometry": None, "bbox": [0, 0, 1, 1],
+                          "properties": {"datetime": "2021-01-01T00:00:00Z", f"p{n}": k}, "assets": {}}
+                         for k in range(20)]
+                index.put_collection({"id": cid, "type": "Collection"}, items, kind="upload", source=f"upload:o/{cid}")
+                assert index.count() >= (i + 1) * 20
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            index.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    again = Index(path)
+    assert again.count() == 2 * 40 * 20
+    assert again.property_types("c0-3") == {"datetime": "string", "p0": "integer"}  # per collection
+    assert {"p0", "p1"} <= set(again.property_types())
+    import stat
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    again.close()
+
+
+def test_two_servers_share_one_index_and_refresh_at_once(world: World, tmp_path: Path) -> None:
+    """Two `fusion-stac serve` (two Python sessions' background servers) on one index file, started at
+    once: both walk and write it concurrently, neither fails on a locked database, both answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = tmp_path / "index.sqlite"
+    servers = [Served(world.emu, index, log=tmp_path / f"serve-{n}.log") for n in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(Served.__enter__, servers))
+    try:
+        expected: set[str] | None = None
+        for s in servers:  # the first search of each waits for (or answers after) the index's first walk
+            r = requests.get(s.url + "/search", params={"limit": 1000}, timeout=120)
+            assert r.status_code == 200
+            found = {f["id"] for f in r.json()["features"]}
+            assert found and (expected is None or found == expected)
+            expected = found
+        collections = [{c["id"] for c in requests.get(s.url + "/collections", timeout=60).json()["collections"]}
+                       for s in servers]
+        assert collections[0] == collections[1] and {world.upload_id, world.group_id} <= collections[0]
+    finally:
+        for s in servers:
+            s.__exit__()
+    for s in servers:
+        assert "database is locked" not in s.output and "refresh failed" not in s.output, s.output[-3000:]
