@@ -24,7 +24,8 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None,
                    help="key every request must carry (X-API-Key header); default $FUSION_STAC_API_KEY")
     p.add_argument("--index", default=None, metavar="PATH",
-                   help="SQLite index file (default: under ~/.cache/fusion-stac/stac-index/, one per user)")
+                   help="SQLite index file (default: under ~/.cache/fusion-stac/stac-index/, or "
+                        "$FUSION_STAC_CACHE_DIR/stac-index/, one per API URL and user; servers may share one)")
     p.add_argument("--refresh", type=float, default=60.0, metavar="SECONDS",
                    help="seconds between incremental index refreshes (default 60)")
     p.add_argument("--asset-mode", choices=("redirect", "stream"), default="redirect",

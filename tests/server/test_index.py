@@ -161,3 +161,21 @@ def test_two_servers_share_one_index_and_refresh_at_once(world: World, tmp_path:
             s.__exit__()
     for s in servers:
         assert "database is locked" not in s.output and "refresh failed" not in s.output, s.output[-3000:]
+
+
+def test_an_index_of_schema_1_gains_its_per_collection_property_names(tmp_path: Path) -> None:
+    from fusion_stac.server import Index
+
+    path = tmp_path / "index.sqlite"
+    index = Index(path)
+    item = {"type": "Feature", "id": "i", "geometry": None, "bbox": None, "assets": {},
+            "properties": {"datetime": None, "fusion:file_name": "a.tif", "proj:shape": [3, 4], "gsd": 10.5}}
+    index.put_collection({"id": "c", "type": "Collection"}, [item], kind="upload", source="upload:o/c")
+    con = index.connect()  # as an older fusion-stac left it: no per-collection names
+    con.execute("DELETE FROM collection_properties")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    index.close()
+    again = Index(path)
+    assert again.property_types("c") == {"fusion:file_name": "string", "gsd": "number", "proj:shape": "array"}
+    assert again.connect().execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+    again.close()
