@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def test_two_indexes_on_one_file_write_at_once_without_locking_errors(tmp_path: 
     again.close()
 
 
-def test_two_servers_share_one_index_and_refresh_at_once(world: World, tmp_path: Path) -> None:
+def test_two_servers_share_one_index_and_refresh_at_once(world: World, served: Served, tmp_path: Path) -> None:
     """Two `fusion-stac serve` (two Python sessions' background servers) on one index file, started at
     once: both walk and write it concurrently, neither fails on a locked database, both answer."""
     from concurrent.futures import ThreadPoolExecutor
@@ -146,13 +147,18 @@ def test_two_servers_share_one_index_and_refresh_at_once(world: World, tmp_path:
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(Served.__enter__, servers))
     try:
-        expected: set[str] | None = None
-        for s in servers:  # the first search of each waits for (or answers after) the index's first walk
-            r = requests.get(s.url + "/search", params={"limit": 1000}, timeout=120)
-            assert r.status_code == 200
-            found = {f["id"] for f in r.json()["features"]}
-            assert found and (expected is None or found == expected)
-            expected = found
+        expected = {f["id"] for f in requests.get(served.url + "/search", params={"limit": 1000}).json()["features"]}
+        assert expected
+        for s in servers:  # each answers; once its own walk is done (or the other's), with everything
+            deadline = time.monotonic() + 120
+            while True:
+                r = requests.get(s.url + "/search", params={"limit": 1000}, timeout=120)
+                assert r.status_code == 200, r.text
+                found = {f["id"] for f in r.json()["features"]}
+                if found == expected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert found == expected
         collections = [{c["id"] for c in requests.get(s.url + "/collections", timeout=60).json()["collections"]}
                        for s in servers]
         assert collections[0] == collections[1] and {world.upload_id, world.group_id} <= collections[0]
@@ -179,3 +185,25 @@ def test_an_index_of_schema_1_gains_its_per_collection_property_names(tmp_path: 
     assert again.property_types("c") == {"fusion:file_name": "string", "gsd": "number", "proj:shape": "array"}
     assert again.connect().execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
     again.close()
+
+
+def test_the_first_answer_on_a_new_index_waits_for_the_whole_first_walk(fresh_emulator: Any, tmp_path: Path) -> None:
+    """A search arriving while the background walk has written part of an empty index waits for all of it;
+    an index kept from before answers at once."""
+    from fusion_stac.server import Index, Indexer
+
+    client = new_client(fresh_emulator)
+    org = client.organisation()
+    uploads = {client.create_data(org.id, f"U{i}", [write_geotiff(tmp_path / f"{i}.tif")]).id for i in range(2)}
+    index = Index(tmp_path / "index.sqlite")
+    indexer = Indexer(client, index)
+    partial = {"type": "Feature", "id": "p", "geometry": None, "bbox": None, "assets": {}, "properties": {}}
+    index.put_collection({"id": "part", "type": "Collection"}, [partial], kind="upload", source="upload:elsewhere/part")
+    indexer.ensure()  # as a search does: the walk had begun, not finished
+    assert indexer.last_refresh is not None and uploads <= {c["id"] for c in index.collections()}
+    kept = Indexer(client, index)
+    fresh_emulator.reset_stats()
+    kept.ensure()
+    assert kept.last_refresh is None and int(fresh_emulator.stats()["api_requests"]) == 0
+    index.close()
+    client.close()
