@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,22 +16,26 @@ from pydantic import BaseModel, field_validator, model_validator
 from stac_fastapi.api.app import StacApi
 from stac_fastapi.api.middleware import ProxyHeaderMiddleware
 from stac_fastapi.api.models import (
+    CollectionUri,
+    EmptyRequest,
     ItemCollectionUri,
     create_get_request_model,
     create_post_request_model,
     create_request_model,
 )
+from stac_fastapi.api.routes import create_async_endpoint
 from stac_fastapi.extensions import FieldsExtension, FilterExtension, SortExtension, TokenPaginationExtension
 from stac_fastapi.extensions.filter import FilterConformanceClasses
-from stac_fastapi.extensions.sort.sort import SortConformanceClasses
+from stac_fastapi.extensions.sort.sort import SortablesSchema, SortConformanceClasses
 from stac_fastapi.types.config import ApiSettings
 from stac_fastapi.types.search import APIRequest
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fusion_stac._paths import stac_index_path
 from fusion_stac.client import FusionClient
-from fusion_stac.server._core import FusionCoreClient, FusionFiltersClient
+from fusion_stac.server._core import FusionCoreClient, FusionFiltersClient, FusionSortablesClient
 from fusion_stac.server._gateway import ASSET_MODES, AssetFastPath, Gateway, gateway_router
 from fusion_stac.server._index import Index
 from fusion_stac.server._indexer import Indexer
@@ -57,10 +59,10 @@ def is_loopback(host: str) -> bool:
 
 
 def default_index_path(client: FusionClient) -> Path:
-    """``~/.cache/fusion-stac/stac-index/<API URL and user>.sqlite`` (``$XDG_CACHE_HOME`` honoured)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha256(f"{client.api_url}|{client.user.id}".encode()).hexdigest()[:20]
-    return Path(base) / "fusion-stac" / "stac-index" / f"{digest}.sqlite"
+    """``~/.cache/fusion-stac/stac-index/<API URL and user>.sqlite`` (``$FUSION_STAC_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/fusion-stac``, honoured): the index every server of this user shares, the
+    background one ``asset_hrefs="gateway"`` starts included."""
+    return stac_index_path(client.api_url, client.user.id)
 
 
 @dataclass
@@ -115,6 +117,22 @@ async def _reject(send: Send, status: int, code: str, description: str, extra: d
                *((k.encode(), v.encode()) for k, v in extra.items())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class _ItemSortExtension(SortExtension):
+    """The sort extension with the sortables of item search and of each collection's items only."""
+
+    def register(self, app: FastAPI) -> None:
+        assert self.client is not None
+        self.router.prefix = app.state.router_prefix
+        for name, path, method, request_model in (
+                ("Sortables", "/sortables", self.client.get_sortables, EmptyRequest),
+                ("Collection Sortables", "/collections/{collection_id}/sortables",
+                 self.client.get_collection_sortables, CollectionUri)):
+            self.router.add_api_route(name=name, path=path, methods=["GET"], response_model=SortablesSchema,
+                                      response_model_exclude_none=True,
+                                      endpoint=create_async_endpoint(method, request_model))
+        app.include_router(self.router, tags=["Sort Extension"])
 
 
 def _search_post_model(extensions: list[Any]) -> type[BaseModel]:
@@ -179,12 +197,17 @@ def create_app(
     ]
     extensions: list[Any] = [
         FieldsExtension(),
-        # sort v1.0.0 and v1.1.0 (pystac-client recognises only the former; sortables are not served)
-        SortExtension(conformance_classes=["https://api.stacspec.org/v1.0.0/item-search#sort",
-                                           "https://api.stacspec.org/v1.0.0/ogcapi-features#sort",
-                                           SortConformanceClasses.ITEM_SEARCH_SORT,
-                                           SortConformanceClasses.FEATURES_SORT]),
-        FilterExtension(client=FusionFiltersClient(index=index), conformance_classes=filter_conformance),
+        # sort v1.0.0 and v1.1.0 (pystac-client recognises only the former), with /sortables and
+        # /collections/{id}/sortables (not /collections-sortables: collection search is not served)
+        _ItemSortExtension(client=FusionSortablesClient(index=index, before=indexer.ensure),
+                           conformance_classes=["https://api.stacspec.org/v1.0.0/item-search#sort",
+                                                "https://api.stacspec.org/v1.0.0/ogcapi-features#sort",
+                                                SortConformanceClasses.ITEM_SEARCH_SORT,
+                                                SortConformanceClasses.ITEM_SEARCH_SORTABLES,
+                                                SortConformanceClasses.FEATURES_SORT,
+                                                SortConformanceClasses.FEATURES_SORTABLES]),
+        FilterExtension(client=FusionFiltersClient(index=index, before=indexer.ensure),
+                        conformance_classes=filter_conformance),
         TokenPaginationExtension(),
     ]
     core = FusionCoreClient(index=index, before=indexer.ensure, extensions=extensions, title=title,
@@ -194,7 +217,7 @@ def create_app(
                                         "slices and aggregator). Asset hrefs never expire.")
     settings = ApiSettings(stac_fastapi_title=title, stac_fastapi_landing_id="fusion-platform",
                            enable_response_models=False)
-    gateway = Gateway(client, index, mode=asset_mode, min_validity=min_url_validity)
+    gateway = Gateway(client, index, mode=asset_mode, min_validity=min_url_validity, on_miss=indexer.catch_up)
     # innermost first: the asset fast path inside the proxy-header and CORS middlewares
     middlewares = [Middleware(AssetFastPath, gateway=gateway), Middleware(ProxyHeaderMiddleware)]
     if cors_origins:

@@ -16,20 +16,23 @@ from urllib.parse import urlencode
 import attr
 from fastapi import Request
 from stac_fastapi.extensions.filter.client import BaseFiltersClient
+from stac_fastapi.extensions.sort.client import BaseSortablesClient
 from stac_fastapi.types.core import BaseCoreClient
 from stac_fastapi.types.errors import InvalidQueryParameter, NotFoundError
 from stac_fastapi.types.requests import get_base_url
 from stac_fastapi.types.search import BaseSearchPostRequest
 
-from fusion_stac.server._index import Index
+from fusion_stac.server._index import SCALAR_TYPES, Index
 from fusion_stac.server._query import QueryError, SqlWhere, bbox_sql, datetime_sql, filter_sql, sort_sql
 
-__all__ = ["MAX_LIMIT", "FusionCoreClient", "FusionFiltersClient"]
+__all__ = ["MAX_LIMIT", "FusionCoreClient", "FusionFiltersClient", "FusionSortablesClient"]
 
 MAX_LIMIT = 1000
 GEOJSON = "application/geo+json"
 JSON = "application/json"
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+SORTABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/sortables"
+SCHEMA_JSON = "application/schema+json"
 #: Always-present queryables (beyond the properties the index has seen).
 _BASE_QUERYABLES: dict[str, Any] = {
     "id": {"title": "Item id (the file id)", "type": "string"},
@@ -39,6 +42,8 @@ _BASE_QUERYABLES: dict[str, Any] = {
     "start_datetime": {"type": "string", "format": "date-time"},
     "end_datetime": {"type": "string", "format": "date-time"},
 }
+#: What ``sortby`` orders by as columns of the index (any other name: the item property of that name).
+_BASE_SORTABLES: dict[str, Any] = {k: v for k, v in _BASE_QUERYABLES.items() if k != "geometry"}
 _QUERYABLE_PREFIXES = ("fusion:", "proj:", "processing:")
 _TIME_PROPERTIES = {"created", "updated", "published", "expires", "unpublished"}
 
@@ -140,7 +145,8 @@ class FusionCoreClient(BaseCoreClient):
             {"rel": "parent", "type": JSON, "href": f"{base}/"},
             {"rel": "root", "type": JSON, "href": f"{base}/"},
             {"rel": "items", "type": GEOJSON, "href": f"{base}/collections/{cid}/items"},
-            {"rel": QUERYABLES_REL, "type": "application/schema+json", "href": f"{base}/collections/{cid}/queryables"},
+            {"rel": QUERYABLES_REL, "type": SCHEMA_JSON, "href": f"{base}/collections/{cid}/queryables"},
+            {"rel": SORTABLES_REL, "type": SCHEMA_JSON, "href": f"{base}/collections/{cid}/sortables"},
         ]
         return doc
 
@@ -149,6 +155,12 @@ class FusionCoreClient(BaseCoreClient):
         return get_base_url(request).rstrip("/")
 
     # -- core endpoints -------------------------------------------------------------------------
+    def landing_page(self, **kwargs: Any) -> Any:
+        page = super().landing_page(**kwargs)
+        page["links"].append({"rel": SORTABLES_REL, "type": SCHEMA_JSON, "title": "Sortables available for this Catalog",
+                              "href": f"{self._base(kwargs['request'])}/sortables"})
+        return page
+
     def all_collections(self, **kwargs: Any) -> Any:
         self.before()
         base = self._base(kwargs["request"])
@@ -339,29 +351,73 @@ def _fields(fields: Sequence[str] | None) -> tuple[set[str], set[str]]:
     return include, exclude
 
 
+def _schema(request: Request, title: str, props: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2019-09/schema",
+        "$id": str(request.url),
+        "type": "object",
+        "title": title,
+        "properties": props,
+        "additionalProperties": True,
+    }
+
+
+def _known(index: Index, collection_id: str | None) -> None:
+    if collection_id is not None and index.collection(collection_id) is None:
+        raise NotFoundError(f"no collection {collection_id!r}")
+
+
+def _property_entry(name: str, kind: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": kind}
+    if name in _TIME_PROPERTIES:
+        entry["format"] = "date-time"
+    return entry
+
+
 @attr.s
 class FusionFiltersClient(BaseFiltersClient):
     """``/queryables``: the item columns plus every ``fusion:``, ``proj:`` and ``processing:`` property
-    (and the other date-time properties) the index has seen."""
+    (and the other date-time properties) the index has seen; per collection, those of its items."""
 
     index: Index = attr.ib(default=None)
+    before: Callable[[], None] = attr.ib(default=lambda: None)
 
     def get_queryables(self, collection_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
-        request: Request = kwargs["request"]
-        if collection_id is not None and self.index.collection(collection_id) is None:
-            raise NotFoundError(f"no collection {collection_id!r}")
+        self.before()
+        _known(self.index, collection_id)
         props: dict[str, Any] = dict(_BASE_QUERYABLES)
-        for name, kind in self.index.property_types().items():
-            if name.startswith(_QUERYABLE_PREFIXES) or name in _TIME_PROPERTIES:
-                entry: dict[str, Any] = {"type": kind}
-                if name in _TIME_PROPERTIES:
-                    entry["format"] = "date-time"
-                props[name] = entry
-        return {
-            "$schema": "https://json-schema.org/draft/2019-09/schema",
-            "$id": str(request.url),
-            "type": "object",
-            "title": "Queryables of the Fusion Platform STAC API",
-            "properties": props,
-            "additionalProperties": True,
-        }
+        for name, kind in self.index.property_types(collection_id).items():
+            if name not in props and (name.startswith(_QUERYABLE_PREFIXES) or name in _TIME_PROPERTIES):
+                props[name] = _property_entry(name, kind)
+        title = "Queryables of the Fusion Platform STAC API" + (f", collection {collection_id}" if collection_id else "")
+        return _schema(kwargs["request"], title, props)
+
+
+@attr.s
+class FusionSortablesClient(BaseSortablesClient):
+    """``/sortables``: what ``sortby`` orders by, i.e. the item columns of the index (id, collection and
+    the times) and every item property with a single value (string, number, integer, boolean) the
+    index has seen; per collection, those of its items. (A sort by an array or object would order
+    by its JSON text: not listed.)"""
+
+    index: Index = attr.ib(default=None)
+    before: Callable[[], None] = attr.ib(default=lambda: None)
+
+    def _sortables(self, request: Request, collection_id: str | None) -> dict[str, Any]:
+        self.before()
+        _known(self.index, collection_id)
+        props: dict[str, Any] = dict(_BASE_SORTABLES)
+        for name, kind in self.index.property_types(collection_id).items():
+            if name not in props and kind in SCALAR_TYPES:
+                props[name] = _property_entry(name, kind)
+        title = "Sortables of the Fusion Platform STAC API" + (f", collection {collection_id}" if collection_id else "")
+        return _schema(request, title, props)
+
+    def get_sortables(self, request: Request | None = None, **kwargs: Any) -> dict[str, Any]:
+        assert request is not None
+        return self._sortables(request, None)
+
+    def get_collection_sortables(self, collection_id: str, request: Request | None = None,
+                                 **kwargs: Any) -> dict[str, Any]:
+        assert request is not None
+        return self._sortables(request, collection_id)

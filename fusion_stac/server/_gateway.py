@@ -20,8 +20,9 @@ href of every asset the server publishes. It answers
   ``.msk``, ``.ovr``...) exist; with the listing it asks for none of them (7 round trips fewer a file).
 
 A file the index does not know — another organisation's, or an id the user cannot see — is a 404
-before anything is asked of the platform. Signed URLs appear only in ``Location`` headers, never in
-a body, an error or a log line.
+before anything but the platform's listings is asked of it (a miss first waits for an incremental
+refresh, ``on_miss``, at most one every few seconds, so that a run newer than the index is found).
+Signed URLs appear only in ``Location`` headers, never in a body, an error or a log line.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import html
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -91,14 +92,26 @@ def _error(status: int, code: str, description: str) -> JSONResponse:
 
 
 class Gateway:
-    def __init__(self, client: FusionClient, index: Index, *, mode: str = "redirect", min_validity: float = 300.0) -> None:
+    def __init__(self, client: FusionClient, index: Index, *, mode: str = "redirect", min_validity: float = 300.0,
+                 on_miss: Callable[[], None] | None = None) -> None:
         if mode not in ASSET_MODES:
             raise ValueError(f"asset mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
         self.client = client
         self.index = index
         self.mode = mode
         self.min_validity = float(min_validity)
+        self.on_miss = on_miss
         self._sizes: dict[FileKey, int] = {}
+
+    async def _caught_up(self) -> bool:
+        """After a miss: bring the index up to date (``on_miss``); False if there is no way to."""
+        if self.on_miss is None:
+            return False
+        try:
+            await run_in_threadpool(self.on_miss)
+        except Exception as exc:  # answer from the index we have
+            log.warning("index refresh after a miss failed: %s", redact(str(exc)))
+        return True
 
     def sign(self, key: FileKey) -> str:
         broker = self.client.storage.broker
@@ -118,6 +131,8 @@ class Gateway:
 
     async def listing(self, org_id: str, data_id: str) -> Response:
         files = self.index.files_of(org_id, data_id)
+        if not files and await self._caught_up():
+            files = self.index.files_of(org_id, data_id)
         if not files:
             return _error(404, "NotFound", f"no assets under {ASSETS_PREFIX}/{org_id}/{data_id}/")
         return Response(listing_html(f"{ASSETS_PREFIX}/{org_id}/{data_id}", files), media_type="text/html",
@@ -154,6 +169,8 @@ class Gateway:
         if mode not in ASSET_MODES:
             return _error(400, "InvalidParameterValue", f"mode must be one of {', '.join(ASSET_MODES)}, not {mode!r}")
         row = self.index.file(org_id, data_id, file_id, preview)  # one indexed SQLite lookup: no thread hop
+        if row is None and await self._caught_up():
+            row = self.index.file(org_id, data_id, file_id, preview)
         if row is None:
             return _error(404, "NotFound", f"no asset {what} (unknown, or not visible to this server's user)")
         key = FileKey(org_id, data_id, file_id, preview=preview)

@@ -3,24 +3,30 @@
 One table of collections, one of items (the item JSON, plus the columns search filters on: its
 collection, id, the item's time interval and its bbox, all indexed), one of files (what the asset
 gateway needs to answer for a file without asking the platform: its size and media type, and
-whether the user may read it at all), one of property names (for ``/queryables``) and one of the
-runs and uploads already indexed (what an incremental refresh skips).
+whether the user may read it at all), two of property names (all of them, and per collection: for
+``/queryables`` and ``/sortables``) and one of the runs and uploads already indexed (what an
+incremental refresh skips).
 
 Asset hrefs are stored as paths relative to the server (``/assets/{org}/{data}/{file}``); the
 server prefixes its base URL when it answers. Nothing secret is ever stored: no signed URL, token
 or password (items are built with ``fusion://`` hrefs and rewritten before they are stored).
 
-Thread-safe: one connection per thread (SQLite in WAL mode, so readers never wait for a refresh
-that is writing). Nothing is held in memory beyond SQLite's page cache.
+Thread- and process-safe: one connection per thread (SQLite in WAL mode, so readers never wait for
+a refresh that is writing), every write one ``BEGIN IMMEDIATE`` transaction, and a busy timeout on
+every connection, so that several servers (several Python sessions of one user) share one file:
+writers take turns, none fails with "database is locked". The file is private (``0600``, in a
+directory created ``0700``): it lists what the user can see. Nothing is held in memory beyond
+SQLite's page cache.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,11 @@ __all__ = ["ASSETS_PREFIX", "Index", "canonical_time", "gateway_path"]
 
 #: The gateway's route prefix; stored hrefs start with it.
 ASSETS_PREFIX = "/assets"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Seconds a connection waits for another (thread's or process's) write to finish.
+BUSY_TIMEOUT = 60.0
+#: Property types a sort can order by (arrays and objects would sort by their JSON text).
+SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -53,7 +63,17 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (org_id, data_id, file_id, preview));
 CREATE INDEX IF NOT EXISTS files_collection ON files (collection);
 CREATE TABLE IF NOT EXISTS properties (name TEXT PRIMARY KEY, type TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collection_properties (
+    collection TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (collection, name));
 CREATE TABLE IF NOT EXISTS sources (source TEXT PRIMARY KEY, collection TEXT, state TEXT NOT NULL);
+"""
+#: Schema 1 -> 2: the property names of each collection, from the items already indexed.
+_BACKFILL_COLLECTION_PROPERTIES = """
+INSERT OR IGNORE INTO collection_properties
+SELECT i.collection, p.key, CASE p.type WHEN 'true' THEN 'boolean' WHEN 'false' THEN 'boolean'
+    WHEN 'integer' THEN 'integer' WHEN 'real' THEN 'number' WHEN 'text' THEN 'string' WHEN 'array' THEN 'array'
+    ELSE 'object' END
+FROM items AS i, json_each(i.doc, '$.properties') AS p WHERE p.type <> 'null'
 """
 
 
@@ -108,22 +128,33 @@ def _gateway_assets(item: dict[str, Any]) -> list[tuple[str, str, str, bool, Any
     return files
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path``'s directory (``0700``) and the file itself (``0600``) if missing. SQLite gives
+    the ``-wal`` and ``-shm`` files it adds the database file's permissions."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Index:
     """The SQLite index at ``path`` (created if missing; ``":memory:"`` for a private, unshared one)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(self.path))
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._memory: sqlite3.Connection | None = None
-        with self._write_lock:
-            con = self.connect()
-            con.executescript(_SCHEMA)
+        with self._write_lock, self._connection() as con:  # one transaction: another process may be here too
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                con.execute(statement)
             row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            if row is None or row[0] == "1":
+                if row is not None:
+                    con.execute(_BACKFILL_COLLECTION_PROPERTIES)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
     # -- connections ---------------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -139,7 +170,7 @@ class Index:
 
     def _open(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=self.path != ":memory:", isolation_level=None,
-                              timeout=30.0)
+                              timeout=BUSY_TIMEOUT)  # the busy timeout: wait for other writers, never fail
         con.row_factory = sqlite3.Row
         if self.path != ":memory:":
             con.execute("PRAGMA journal_mode=WAL")
@@ -188,7 +219,8 @@ class Index:
             org_id = org_id or str(props.get("fusion:organisation_id") or "")
             file_rows.extend((*f, cid) for f in _gateway_assets(item))
             for key, value in props.items():
-                names.setdefault(key, _json_type(value))
+                if value is not None:  # null says nothing of the type
+                    names.setdefault(key, _json_type(value))
             start = props.get("start_datetime") or props.get("datetime")
             end = props.get("end_datetime") or props.get("datetime")
             bbox = item.get("bbox") or [None] * 4
@@ -205,6 +237,9 @@ class Index:
             con.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             con.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", file_rows)
             con.executemany("INSERT OR IGNORE INTO properties VALUES (?,?)", list(names.items()))
+            con.execute("DELETE FROM collection_properties WHERE collection=?", (cid,))
+            con.executemany("INSERT OR IGNORE INTO collection_properties VALUES (?,?,?)",
+                            [(cid, *kv) for kv in names.items()])
             con.execute("INSERT OR REPLACE INTO sources VALUES (?,?,?)",
                         (source, cid, "complete" if complete else "partial"))
         return len(rows)
@@ -214,7 +249,7 @@ class Index:
         with self._write_lock, self._connection() as con:
             row = con.execute("SELECT collection FROM sources WHERE source=?", (source,)).fetchone()
             if row is not None and row["collection"]:
-                for table in ("items", "files"):
+                for table in ("items", "files", "collection_properties"):
                     con.execute(f"DELETE FROM {table} WHERE collection=?", (row["collection"],))
                 con.execute("DELETE FROM collections WHERE id=?", (row["collection"],))
             con.execute("DELETE FROM sources WHERE source=?", (source,))
@@ -252,8 +287,14 @@ class Index:
             (org_id, data_id))
         return [(r[0], r[1]) for r in rows]
 
-    def property_types(self) -> dict[str, str]:
-        return {r[0]: r[1] for r in self.connect().execute("SELECT name, type FROM properties ORDER BY name")}
+    def property_types(self, collection_id: str | None = None) -> dict[str, str]:
+        """``name -> JSON type`` of the item properties seen (in one collection, or in any)."""
+        if collection_id is None:
+            rows = self.connect().execute("SELECT name, type FROM properties ORDER BY name")
+        else:
+            rows = self.connect().execute("SELECT name, type FROM collection_properties WHERE collection=? "
+                                          "ORDER BY name", (collection_id,))
+        return {r[0]: r[1] for r in rows}
 
     def count(self) -> int:
         return int(self.connect().execute("SELECT count(*) FROM items").fetchone()[0])

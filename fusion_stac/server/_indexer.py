@@ -8,8 +8,9 @@ minimum requests). Runs still going (and uploads still being analysed) are index
 walked again at the next refresh; finished ones are never walked again. What disappeared from the
 platform (a deleted upload or execution) is dropped from the index.
 
-The first search of a server whose index is empty waits for the first refresh; later ones answer
-from the index at once, while refreshes run every ``interval`` seconds in a background thread.
+The first search of a server whose index was empty at its start waits for the first refresh (not
+for a part of it); with an index kept from before (a restart, another session), searches answer from
+it at once, while refreshes run every ``interval`` seconds in a background thread.
 """
 
 from __future__ import annotations
@@ -63,14 +64,27 @@ class Indexer:
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._empty_at_start = index.count() == 0 and not index.sources()
 
     # -- scheduling -----------------------------------------------------------------------------
     def ensure(self) -> None:
-        """Before an answer: the first time on an empty index, refresh and wait; else never wait."""
-        if self.last_refresh is None and self.index.count() == 0 and not self.index.sources():
+        """Before an answer: on an index that was empty when this indexer began, wait for the first
+        refresh (running one if none is: an index half written by the first walk is not an answer);
+        on an index kept from before, never wait."""
+        if self.last_refresh is None and self._empty_at_start:
             with self._lock:
                 if self.last_refresh is None:
                     self._refresh_locked()
+
+    def catch_up(self, max_age: float = 5.0) -> None:
+        """After a miss (a file the index does not know, which a new run or a stale index shared with
+        another session explains): wait for the refresh running, if one is, else run one, unless the
+        last one finished less than ``max_age`` seconds ago (misses coalesce: one refresh for many)."""
+        asked = time.monotonic()
+        with self._lock:
+            if self.last_refresh is not None and self.last_refresh >= asked - max_age:
+                return
+            self._refresh_locked()
 
     def start(self) -> None:
         """Refresh now and then every ``interval`` seconds, in a daemon thread."""

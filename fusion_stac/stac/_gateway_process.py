@@ -5,15 +5,25 @@ first time items need gateway hrefs, reused after, stopped at interpreter exit (
 as a subprocess (``python -m fusion_stac serve``), never in this process: GDAL reading its
 redirects from the same process as an in-thread server deadlocks.
 
+It never outlives this process, even one killed (``SIGKILL``, a crash) before ``atexit`` could run:
+it is started with ``--exit-with-stdin`` on a pipe whose write end only this process holds (not
+inherited by other subprocesses, closed in forked children), so the kernel closing that end when
+this process ends, however it ends, stops the server, which then deletes its private directory.
+
 Secrets never go on the command line (``ps`` shows it to every user): the client's session token
-is written to a private token cache (``$FUSION_STAC_TOKEN_FILE`` in a fresh ``0700`` directory) and
-its identity and password, when it has one (to log in again when the token expires), travel in the
-child's environment. The server's index lives in the same private directory.
+is written to a private token cache (``$FUSION_STAC_TOKEN_FILE`` in a fresh ``0700`` directory,
+with the server's log) and its identity and password, when it has one (to log in again when the
+token expires), travel in the child's environment. The server's index is the one ``fusion-stac
+serve`` uses by default (``<cache>/stac-index/``, one per API URL and user): it persists across
+Python sessions, so a new session's server answers from it at once and only walks what is new
+(several sessions at once share it safely). With ``FUSION_STAC_CACHE=off`` it is a private
+temporary index in the same directory, as nothing else is kept on disk then.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -29,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from fusion_stac import _credentials
+from fusion_stac._paths import cache_disabled, stac_index_path
 from fusion_stac.errors import FusionError
 
-__all__ = ["gateway_url", "stop_all"]
+__all__ = ["gateway_url", "index_path", "stop_all"]
 
 #: Seconds to wait for a new server to answer.
 START_TIMEOUT = 120.0
@@ -53,8 +64,11 @@ class _Gateway:
         return self.process.poll() is None
 
     def stop(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # the server stops on its own at end of file...
         if self.alive():
-            self.process.terminate()
+            self.process.terminate()  # ... and on SIGTERM, whichever it sees first
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -92,6 +106,23 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+def _forget_in_forked_child() -> None:
+    """In a child forked from this process (``multiprocessing``'s fork): the servers are the parent's.
+    Close the child's copies of their pipes (so that they stop with the parent, not with the last
+    child) and forget them (so that the child's exit neither stops them nor deletes their directories)."""
+    global _lock
+    for gateway in _gateways.values():
+        if gateway.process.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                gateway.process.stdin.close()  # nothing is ever written to it: nothing to flush
+    _gateways.clear()
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_forked_child)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,18 +157,29 @@ def _environment(client: Any, directory: Path) -> dict[str, str]:
     return env
 
 
+def index_path(client: Any, directory: Path) -> Path:
+    """The background server's index: the user's shared one, or a private one in ``directory`` when
+    disk caches are off (``FUSION_STAC_CACHE=off``)."""
+    if cache_disabled():
+        return directory / "index.sqlite"
+    return stac_index_path(client.api_url, client.user.id)
+
+
 def _start(client: Any) -> _Gateway:
     directory = Path(tempfile.mkdtemp(prefix="fusion-stac-gateway-"))  # 0700
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "fusion_stac", "serve", "--api-url", str(client.api_url), "--no-progress",
-            "--host", "127.0.0.1", "--port", str(port), "--index", str(directory / "index.sqlite")]
     try:
+        args = [sys.executable, "-m", "fusion_stac", "serve", "--api-url", str(client.api_url), "--no-progress",
+                "--host", "127.0.0.1", "--port", str(port), "--index", str(index_path(client, directory)),
+                "--exit-with-stdin", "--remove-on-exit", str(directory)]
         env = _environment(client, directory)
         with open(directory / "serve.log", "wb") as log:
-            # its own session: a Ctrl-C meant for this process does not stop it
-            process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            # its own session: a Ctrl-C meant for this process does not stop it. Its stdin is a pipe
+            # only this process writes to (close_fds: no other subprocess inherits the write end):
+            # when this process ends, killed or not, the server sees end of file and stops.
+            process = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -22,21 +22,11 @@ import threading
 import time
 from pathlib import Path
 
+from fusion_stac._paths import cache_root
+
 __all__ = ["DiskCache", "cache_root"]
 
 _MAGIC = b"FSC1"
-_OFF = {"0", "off", "no", "false", "none", "disable", "disabled"}
-
-
-def cache_root() -> Path | None:
-    """The cache directory, or ``None`` when caching on disk is turned off."""
-    if os.environ.get("FUSION_STAC_CACHE", "").strip().lower() in _OFF:
-        return None
-    root = os.environ.get("FUSION_STAC_CACHE_DIR")
-    if root:
-        return Path(root).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fusion-stac"
 
 
 class DiskCache:

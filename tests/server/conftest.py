@@ -43,19 +43,22 @@ class Served:
     """``fusion-stac serve`` in its own process on a free loopback port (as users run it: GDAL and the
     other readers in the test process never share a process with the server)."""
 
-    def __init__(self, emu: Any, index: Path, *options: str, email: str = EMAIL, password: str = PASSWORD) -> None:
+    def __init__(self, emu: Any, index: Path, *options: str, email: str = EMAIL, password: str = PASSWORD,
+                 stdin: int | None = None, log: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [sys.executable, "-m", "fusion_stac", "serve", "--api-url", emu.url, "--no-progress",
                      "--port", str(self.port), "--index", str(index), "--refresh", "3600", *options]
         self.env = {**os.environ, "FUSION_PLATFORM_EMAIL": email, "FUSION_PLATFORM_PASSWORD": password,
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        self.log = index.with_suffix(".log")
+        self.log = log or index.with_suffix(".log")
+        self.stdin = stdin
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Served:
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.args, env=self.env, stdin=self.stdin, stdout=log,
+                                            stderr=subprocess.STDOUT)
         for _ in range(1200):
             if self.process.poll() is not None:
                 raise RuntimeError(f"fusion-stac serve exited: {self.log.read_text()[-2000:]}")

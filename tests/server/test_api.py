@@ -143,3 +143,66 @@ def test_no_document_carries_a_signed_url_or_a_secret(served: Served, world: Wor
             assert secret not in text
     hrefs = [a["href"] for f in json.loads(texts[4])["features"] for a in f["assets"].values()]
     assert hrefs and all(h.startswith(served.url + "/assets/") for h in hrefs)
+
+
+SORTABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/sortables"
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+
+
+def test_sortables_list_what_sortby_orders_by_and_each_of_them_sorts(served: Served, world: World) -> None:
+    every = _all_items(served)
+    landing = requests.get(served.url + "/").json()
+    assert {"rel": SORTABLES_REL, "href": served.url + "/sortables"}.items() <= next(
+        link for link in landing["links"] if link["rel"] == SORTABLES_REL).items()
+    claims = set(landing["conformsTo"])
+    assert "https://api.stacspec.org/v1.1.0/item-search#sortables" in claims
+    assert "https://api.stacspec.org/v1.1.0/collection-search#sortables" not in claims  # not served
+    assert requests.get(served.url + "/collections-sortables").status_code == 404
+    r = requests.get(served.url + "/sortables")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/schema+json")
+    schema = r.json()
+    assert schema["$id"] == served.url + "/sortables" and schema["type"] == "object"
+    props = schema["properties"]
+    for name in ("id", "collection", "datetime", "start_datetime", "end_datetime", "fusion:file_name",
+                 "fusion:group_id"):
+        assert name in props, name
+    assert props["datetime"]["format"] == "date-time"
+    assert "geometry" not in props  # not something an ORDER BY can use
+    arrays = {k for i in every for k, v in i["properties"].items() if isinstance(v, (list, dict))}
+    assert arrays and not arrays & set(props)  # proj:bbox, proj:shape...: would sort by their JSON text
+    assert {p["type"] for p in props.values()} <= {"string", "number", "integer", "boolean"}
+    for name in props:  # every sortable sorts, both ways
+        for sign, reverse in (("+", False), ("-", True)):
+            r = requests.get(served.url + "/search", params={"sortby": sign + name, "limit": 100})
+            assert r.status_code == 200, (name, r.text)
+            features = r.json()["features"]
+            values = [f["id"] if name == "id" else f["collection"] if name == "collection"
+                      else f["properties"].get(name) for f in features]
+            present = [v for v in values if v is not None]
+            if name not in ("datetime", "start_datetime", "end_datetime"):  # stored in canonical form
+                assert present == sorted(present, reverse=reverse), name
+
+
+def test_collection_sortables_and_queryables_list_that_collections_properties(served: Served, world: World) -> None:
+    _all_items(served)
+    whole_q = requests.get(served.url + "/queryables").json()["properties"]
+    for kind, base in (("sortables", {"id", "collection", "datetime", "start_datetime", "end_datetime"}),
+                       ("queryables", {"id", "collection", "geometry", "datetime", "start_datetime",
+                                       "end_datetime"})):
+        upload = requests.get(f"{served.url}/collections/{world.upload_id}/{kind}")
+        group = requests.get(f"{served.url}/collections/{world.group_id}/{kind}")
+        assert upload.status_code == group.status_code == 200
+        assert upload.headers["content-type"].startswith("application/schema+json")
+        assert upload.json()["$id"] == f"{served.url}/collections/{world.upload_id}/{kind}"
+        in_upload, in_group = set(upload.json()["properties"]), set(group.json()["properties"])
+        assert base <= in_upload and base <= in_group
+        # a grouped run's items have group ids, an upload's have none
+        assert "fusion:group_id" in in_group and "fusion:group_id" not in in_upload
+        assert "fusion:data_id" in in_upload
+        unknown = requests.get(f"{served.url}/collections/{world.other_data_id}/{kind}")
+        assert unknown.status_code == 404 and world.other_data_id in unknown.json()["description"]
+    assert "fusion:group_id" in whole_q  # the whole API's lists everything
+    collection = requests.get(f"{served.url}/collections/{world.upload_id}").json()
+    links = {link["rel"]: link["href"] for link in collection["links"]}
+    assert links[SORTABLES_REL] == f"{served.url}/collections/{world.upload_id}/sortables"
+    assert links[QUERYABLES_REL] == f"{served.url}/collections/{world.upload_id}/queryables"

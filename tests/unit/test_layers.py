@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "fusion_stac"
 
 # layer of each top-level part; a module may import only parts of a lower or equal layer
 LAYER = {
-    "errors": 0, "models": 0, "_urls": 0, "_credentials": 0,
+    "errors": 0, "models": 0, "_urls": 0, "_credentials": 0, "_paths": 0,
     "storage": 1,
     "client": 2,
     "stac": 3, "fs": 3,
