@@ -129,12 +129,13 @@ def _warm_crs(crs: list[str]) -> None:
 
 def start_reading(stack: Stack) -> ThreadPoolExecutor:
     """What a read needs, started on the first read of a stack rather than at open time (an open
-    starts no thread and waits for none): the opener thread's PROJ context for the stack's CRSs
-    (in the background, overlapping the first header fetches) and the reading threads (warmed in
-    the background for the CRSs they warp from). Later calls cost a set difference. The fetching
-    threads start on demand: starting them all cost more than it saved (benchmarks/mosaic.py)."""
-    every, warped = stack.crs
-    warm_opener(every)
+    starts no thread and waits for none): the reading threads (warmed in the background for the
+    CRSs they warp from). Later calls cost a set difference. The opener thread is not warmed here
+    (:func:`warm_opener`): its ~20 ms of GDAL work held the GIL while the first header fetches and
+    thread starts waited for it, and a cold 1024² window over four slices took 58 ms with it, 52 ms
+    without (medians of 9, benchmarks/mosaic.py's worker). The fetching threads start on demand:
+    starting them all cost more than it saved."""
+    _every, warped = stack.crs
     return _EXECUTOR.get(warped)
 
 
