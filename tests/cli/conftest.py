@@ -32,6 +32,46 @@ def console_script() -> str:
     return found
 
 
+def on_a_terminal(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 180,
+                  answer: tuple[bytes, bytes] | None = None) -> tuple[int, str, bool]:
+    """Run the console script on a pseudo-terminal of 120 columns (stdout and stderr both on it; a new pty
+    has no size, and tqdm would draw nothing): exit code, output, and whether ``answer``'s reply was typed
+    (once, after its prompt appeared)."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        if cwd is not None:
+            os.chdir(cwd)
+        os.execve(console_script(), [console_script(), *args], env)
+    seen = b""
+    sent = False
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                raise AssertionError(f"no output for {timeout} s; so far: {seen!r}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if answer is not None and not sent and answer[0] in seen:
+                os.write(fd, answer[1])
+                sent = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace"), sent
+
+
 @dataclass(frozen=True)
 class Result:
     code: int

@@ -3,52 +3,19 @@ after sub-commands, the mosaic's progress bar, and ``emulator serve``'s errors a
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import socket
 from pathlib import Path
 from typing import Any
 
 import rasterio
 
-from .conftest import Run, World, clean_env, console_script, run_cli
-
-
-def _on_a_terminal(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 180) -> tuple[int, str]:
-    """Run the console script on a pseudo-terminal (stdout and stderr both on it): exit code and output."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a terminal of 120 columns (a new pty has none: tqdm would draw nothing)
-        import fcntl
-        import struct
-        import termios
-
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.chdir(cwd)
-        os.execve(console_script(), [console_script(), *args], env)
-    seen = b""
-    try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                raise AssertionError(f"no output for {timeout} s; so far: {seen!r}")
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+from .conftest import Run, World, clean_env, on_a_terminal, run_cli
 
 
 def test_mosaic_shows_a_bar_of_the_chunks_read(env: dict[str, str], world: World, tmp_path: Path) -> None:
     out = tmp_path / "m.tif"
-    code, text = _on_a_terminal(["mosaic", world.process_name, str(out), "--resolution", "50"], env, tmp_path)
+    code, text, _ = on_a_terminal(["mosaic", world.process_name, str(out), "--resolution", "50"], env, tmp_path)
     assert code == 0, text
     states = [(int(done), int(total)) for done, total in re.findall(r"mosaic m\.tif:.*?(\d+)/(\d+)", text)]
     assert states, f"no progress bar on the terminal:\n{text}"

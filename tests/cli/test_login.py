@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .conftest import EMAIL, PASSWORD, clean_env, run_cli
+from .conftest import EMAIL, PASSWORD, clean_env, on_a_terminal, run_cli
 
 
 def _env(emulator: Any, home: Path, **extra: str) -> dict[str, str]:
@@ -127,38 +127,11 @@ def test_group_readable_token_cache_is_ignored(emulator: Any, home: Path) -> Non
 
 def test_login_prompts_for_the_password_on_a_terminal(emulator: Any, home: Path) -> None:
     """getpass on a real (pseudo-)terminal: the prompt names the account and the password is not echoed."""
-    import os
-    import pty
-    import select
-
-    from .conftest import console_script
-
     env = _env(emulator, home)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec the console script on the terminal
-        os.execve(console_script(), [console_script(), "login", "--email", EMAIL], env)
-    seen = b""
-    sent = False
-    try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], 60)
-            if not ready:
-                raise AssertionError(f"no output for 60 s; so far: {seen!r}")
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if not sent and b"Password for me@org.com at " in seen:
-                os.write(fd, PASSWORD.encode() + b"\n")
-                sent = True
-    finally:
-        _, status = os.waitpid(pid, 0)
-    text = seen.decode(errors="replace")
+    code, text, sent = on_a_terminal(["login", "--email", EMAIL], env, timeout=60,
+                                     answer=(b"Password for me@org.com at ", PASSWORD.encode() + b"\n"))
     assert sent, text
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert code == 0, text
     assert f"Logged in to {emulator.url} as {EMAIL}" in text
     assert PASSWORD not in text, "the password is not echoed"
     assert Path(env["FUSION_STAC_TOKEN_FILE"]).is_file()
