@@ -145,7 +145,7 @@ def test_disk_cache_is_bounded_and_atomic(tmp_path: Path, monkeypatch: pytest.Mo
 def test_metadata_end_is_the_first_tile(world: World) -> None:
     import rasterio
 
-    from fusion_stac.xarray._headers import tiff_data_start
+    from fusion_stac.xarray._tiff import tiff_data_start
 
     path = world.root / world.name(world.grid[0])
     data = path.read_bytes()

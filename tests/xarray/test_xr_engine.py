@@ -303,13 +303,18 @@ def test_graph_pickles_without_urls_or_secrets(world: World) -> None:
     np.testing.assert_array_equal(restored.values[0], world.grid_expected)
 
 
-def test_a_dataset_opened_once_serves_every_thread(world: World) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["gdal", "native"])
+def test_a_dataset_opened_once_serves_every_thread(world: World, native: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Datasets are opened by one thread and lent to any: a window read again from other threads
-    (a user's thread pool, dask's) costs no second header and no second open."""
+    (a user's thread pool, dask's) costs no second header and no second open. A small plain read
+    opens no dataset at all (:mod:`fusion_stac.xarray._tiff`), at the same cost in requests."""
     import threading
 
     from fusion_stac.xarray import _reader
 
+    if not native:
+        monkeypatch.setattr(_reader, "NATIVE_MAX_TILES", 0)
     opened: list[str] = []
     real_open = _reader._open_dataset
 
@@ -331,7 +336,7 @@ def test_a_dataset_opened_once_serves_every_thread(world: World) -> None:
     for got in results:
         np.testing.assert_array_equal(got, world.grid_expected[:64, :64])
     assert len(results) == 3
-    assert opened == ["fusion-open_0"], opened  # once, and on the opener thread
+    assert opened == ([] if native else ["fusion-open_0"]), opened  # once, and on the opener thread
     assert _requests(world, world.grid)[0] == 1 + 3  # the header once, then one request per read for the tiles
 
 
