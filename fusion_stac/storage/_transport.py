@@ -510,7 +510,8 @@ class Transport:
 
     def _answered_in(self, seconds: float) -> None:
         self._round_trips.append(seconds)
-        self._answered.set()
+        if not self._answered.is_set():
+            self._answered.set()
 
     def get(self, url: str, headers: dict[str, str]) -> Any:
         """A streamed GET: straight to urllib3's pool when requests would add nothing (see

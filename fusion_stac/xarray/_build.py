@@ -29,7 +29,8 @@ from xarray.core import indexing
 
 from fusion_stac.xarray._errors import MosaicError
 from fusion_stac.xarray._grid import bin_sources, chunk_sizes
-from fusion_stac.xarray._reader import ReadConfig, _quietly, adopt_thread, fill_region, warm_opener
+from fusion_stac.xarray._reader import ReadConfig, adopt_thread, warm_opener
+from fusion_stac.xarray._region import _quietly, fill_region
 from fusion_stac.xarray._source import RasterSource
 from fusion_stac.xarray._storage import Storage
 from fusion_stac.xarray._warp import Placement

@@ -17,14 +17,10 @@ re-signed underneath a dataset without reopening it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import os
-import threading
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -38,24 +34,22 @@ from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.math import is_almost_int, maybe_int, snap_affine
 from odc.geo.overlap import LinearPointTransform, ReprojectInfo, box_overlap
-from odc.geo.roi import roi_is_empty, roi_shape, scaled_up_roi
+from odc.geo.roi import scaled_up_roi
 from odc.geo.types import NormalizedROI, NormalizedSlice
 from odc.geo.warp import resampling_s2rio
 from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from fusion_stac.xarray._errors import RasterReadError
-from fusion_stac.xarray._headers import Header
 from fusion_stac.xarray._http import (
     DEFAULT_SETTINGS,
     FetchSettings,
-    RemoteFile,
     SourceOpener,
     StaleHeaderError,
-    cached_header,
     coarse_first_request,
     load_header,
 )
+from fusion_stac.xarray._native import read_native
 from fusion_stac.xarray._pool import (
     _HANDLES,
     _OPENER,
@@ -64,12 +58,10 @@ from fusion_stac.xarray._pool import (
     _Handle,
     adopt_thread,
     close_handles,
-    in_gdal_context,
     warm_opener,
 )
 from fusion_stac.xarray._source import FileKey, RasterSource
 from fusion_stac.xarray._storage import Storage
-from fusion_stac.xarray._tiff import TiffError, TiffLayout, parse_tiff, paste_tiles
 from fusion_stac.xarray._warp import EXACT_TOLERANCE, Placement, exact_index, reproject_info
 
 # rasterio.warp.reproject into a numpy array warns, now and then when warps run in several threads, that its
@@ -77,7 +69,7 @@ from fusion_stac.xarray._warp import EXACT_TOLERANCE, Placement, exact_index, re
 warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=rasterio.errors.NotGeoreferencedWarning,
                         module=r"rasterio\.warp")
 
-__all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handles", "fill_region", "nodata_mask",
+__all__ = ["GDAL_OPTIONS", "METHODS", "ReadConfig", "adopt_thread", "close_handles", "describe_file", "nodata_mask",
            "warm_opener"]
 
 T = TypeVar("T")
@@ -298,8 +290,13 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
 def _read_source_once(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
                       storage: Storage, out: np.ndarray, where: Placement) -> None:
     first = _first_request(source, rr, cfg)
-    if _native_paste(source, rr, cfg, storage, out, first):
-        return
+    if rr.paste_ok and cfg.nearest:
+        ys, xs = rr.roi_src
+        pix = read_native(source, (ys.start, ys.stop), (xs.start, xs.stop), out.shape, cfg.bands, storage,
+                          cfg.settings, first, out if np.dtype(source.dtype) == out.dtype else None)
+        if pix is not None:
+            _pasted(source, pix, cfg, out)
+            return
     with _lease(source, storage, cfg.settings, first=first) as handle:
         ds = handle.dataset
         ys, xs = rr.roi_src
@@ -323,7 +320,6 @@ def _paste(source: RasterSource, ys: NormalizedSlice, xs: NormalizedSlice, cfg: 
     """Same grid (maybe decimated by an integer factor): one RasterIO call; with a smaller buffer
     than the window GDAL reads the matching overview itself."""
     resampling = resampling_s2rio(cfg.resampling)
-    src_nodata = source.nodata
     window = Window.from_slices(ys, xs)
     with _reading(source, handle):
         if np.dtype(source.dtype) == out.dtype:
@@ -331,100 +327,17 @@ def _paste(source: RasterSource, ys: NormalizedSlice, xs: NormalizedSlice, cfg: 
             pix = out
         else:
             pix = handle.dataset.read(list(cfg.bands), window=window, out_shape=out.shape, resampling=resampling)
+    _pasted(source, pix, cfg, out)
+
+
+def _pasted(source: RasterSource, pix: np.ndarray, cfg: ReadConfig, out: np.ndarray) -> None:
+    """Source pixels ``pix`` (``out`` itself when the types agree) made output pixels in ``out``."""
+    src_nodata = source.nodata
     if pix is out:
         if not _same_nodata(src_nodata, cfg.fill) and src_nodata is not None:
             np.copyto(out, out.dtype.type(cfg.fill_value), where=nodata_mask(out, src_nodata))
     else:
         _convert_into(pix, src_nodata, out, cfg.fill_value)
-
-
-def _native_paste(source: RasterSource, rr: ReprojectInfo, cfg: ReadConfig, storage: Storage, out: np.ndarray,
-                  first: int) -> bool:
-    """A plain paste read without GDAL (:mod:`._tiff`): same pixels, no dataset to open. ``False``
-    (nothing read) when the file's layout or the read is one only GDAL does."""
-    if not (rr.paste_ok and cfg.nearest) or _OVERSAMPLING_SET():
-        return False
-    transport = storage.transport()
-    header = load_header(transport, source.key, source.label, cfg.settings, source.size, first)
-    layout = _native_layout(source, header)
-    if layout is None or max(cfg.bands) > layout.samples:
-        return False
-    ys, xs = rr.roi_src
-    plan = layout.plan((ys.start, ys.stop), (xs.start, xs.stop), (out.shape[1], out.shape[2]))
-    if plan is None:
-        return False
-    if len(plan.tiles(layout)) > NATIVE_MAX_TILES:
-        return False  # GDAL decodes a tile faster than numpy does: worth an open for a big read
-    level = layout.levels[plan.level]
-    planes = sorted({b - 1 for b in cfg.bands}) if layout.planar == 2 else [0]
-    wanted: list[tuple[tuple[int, int, int], int, int]] = []
-    for row, col in plan.tiles(layout):
-        for band in planes:
-            i = layout.tile_index(plan.level, row, col, band)
-            wanted.append(((row, col, band), level.offsets[i], level.counts[i]))
-    present = [w for w in wanted if w[1] and w[2]]  # offset or size 0: a sparse tile, never written
-    failures: list[BaseException] = []
-    remote = RemoteFile(transport, source.key, source.label, cfg.settings, header, failures)
-    got = remote.get_byte_ranges([o for _, o, _ in present], [n for _, _, n in present]) if present else []
-    if failures:
-        raise failures[0]
-    tiles: dict[tuple[int, int, int], bytes | None] = {k: None for k, _, _ in wanted}
-    tiles.update((k, data) for (k, _, _), data in zip(present, got, strict=True))
-    native = np.dtype(source.dtype) == out.dtype
-    pix = out if native else np.empty(out.shape, dtype=source.dtype)
-    try:
-        paste_tiles(layout, plan, tiles, cfg.bands, pix)
-    except TiffError as exc:
-        raise RasterReadError(f"{source.label}: could not decode it: {exc}", source=source.label) from exc
-    src_nodata = source.nodata
-    if native:
-        if not _same_nodata(src_nodata, cfg.fill) and src_nodata is not None:
-            np.copyto(out, out.dtype.type(cfg.fill_value), where=nodata_mask(out, src_nodata))
-    else:
-        _convert_into(pix, src_nodata, out, cfg.fill_value)
-    return True
-
-
-#: Most tiles a read of one file decodes without GDAL. Each tile costs ~1.5x what it costs GDAL
-#: (libdeflate and numpy against C, 512² float32 with the floating point predictor: ~3.5 against
-#: ~2.2 ms); skipping GDAL's open saves ~3-5 ms per file, ~20 ms for the first in a process. A cold
-#: 1024² window over four slices (one tile each): 46 ms without GDAL, 63 ms with; the whole 8192²
-#: mosaic (16 tiles a slice): 502 ms with GDAL, 721 ms without (medians, benchmarks/mosaic.py).
-NATIVE_MAX_TILES = 4
-
-
-def _OVERSAMPLING_SET() -> bool:
-    # GDAL picks overviews with another threshold when this is set: leave such reads to GDAL.
-    return "GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD" in os.environ
-
-
-_LAYOUTS: OrderedDict[tuple[Any, ...], TiffLayout | None] = OrderedDict()
-_LAYOUTS_LOCK = threading.Lock()
-
-
-def _native_layout(source: RasterSource, header: Header) -> TiffLayout | None:
-    """The file's layout when :mod:`._tiff` reads it as GDAL would and it matches the metadata
-    (else GDAL opens it, and says what does not match); parsed once per file version."""
-    key = (source.key, header.etag, header.size, header.usable)
-    with _LAYOUTS_LOCK:
-        if key in _LAYOUTS:
-            _LAYOUTS.move_to_end(key)
-            return _LAYOUTS[key]
-    layout = parse_tiff(memoryview(header.data)[: header.usable])
-    if layout is not None and not _layout_matches(source, layout):
-        layout = None
-    with _LAYOUTS_LOCK:
-        _LAYOUTS[key] = layout
-        while len(_LAYOUTS) > 4096:
-            _LAYOUTS.popitem(last=False)
-    return layout
-
-
-def _layout_matches(source: RasterSource, layout: TiffLayout) -> bool:
-    full = layout.levels[0]
-    return ((full.height, full.width) == tuple(source.shape) and layout.samples >= source.count
-            and layout.dtype.newbyteorder("=") == np.dtype(source.dtype) and layout.transform is not None
-            and np.allclose(layout.transform, source.transform, rtol=0, atol=1e-6 * max(source.resolution)))
 
 
 def _warp(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig, handle: _Handle,
@@ -498,217 +411,6 @@ def _np_roi(roi: NormalizedROI) -> tuple[slice, slice]:
     slice whose start and stop are ints), which numpy's stubs do not take as an index; at run time
     they are builtin ``slice`` objects."""
     return cast("tuple[slice, slice]", roi)
-
-
-def _intersects(a: NormalizedROI, b: NormalizedROI) -> bool:
-    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
-
-
-@dataclass
-class _Part:
-    source: RasterSource
-    rr: ReprojectInfo
-    alone: bool  # no other source writes into this part of the region
-
-
-def plan_region(sources: Iterable[RasterSource], dst: GeoBox, cfg: ReadConfig) -> list[_Part]:
-    """The sources that touch ``dst``, in fusing order, with their windows (no I/O)."""
-    parts: list[_Part] = []
-    ordered = list(sources)
-    if cfg.method == "last":
-        ordered.reverse()
-    for source in ordered:
-        rr = _reproject_info(source, dst, cfg)
-        if roi_is_empty(rr.roi_dst) or roi_is_empty(rr.roi_src):
-            continue
-        parts.append(_Part(source, rr, True))
-    for i, part in enumerate(parts):
-        for j, other in enumerate(parts):
-            if i != j and _intersects(part.rr.roi_dst, other.rr.roi_dst):
-                part.alone = False
-                break
-    return parts
-
-
-def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSource], cfg: ReadConfig,
-                storage: Storage, executor: Executor | None = None, *, filled: bool = True,
-                where: Placement | None = None) -> np.ndarray:
-    """Read ``sources`` into ``dst`` (bands, rows, cols of ``dst_gbox``), fusing overlaps.
-
-    ``filled``: ``dst`` already holds the fill value; otherwise it is filled here, except where
-    sources are about to write every pixel anyway (a mosaic the slices tile exactly is never
-    written twice). With an ``executor``, sources are read concurrently (reads that land in
-    disjoint parts of ``dst`` write straight into it). ``where``: the place of ``dst_gbox`` in the
-    whole output grid (default: it is the whole grid); warped pixels depend on that place only.
-    """
-    if where is None:
-        where = Placement(dst_gbox, 0, 0)
-    parts = plan_region(sources, dst_gbox, cfg)
-    if len(parts) == 1 and cfg.method != "mean":
-        parts[0].alone = True
-    if not filled:
-        direct_area = sum(int(np.prod(roi_shape(p.rr.roi_dst))) for p in parts if p.alone and cfg.method != "mean")
-        if direct_area != dst.shape[1] * dst.shape[2] or len(parts) != sum(p.alone for p in parts):
-            dst[...] = dst.dtype.type(cfg.fill_value)
-    if not parts:
-        return dst
-    # Files that will wait for a free reader get their URL, header and dataset in the background;
-    # the first ones are started by the readers themselves. One task hands the rest out: this
-    # thread, about to start the readers, must not queue for the GIL once per file (each hand-off
-    # to a busy pool can cost it a whole switch interval, 5 ms).
-    readers = getattr(executor, "_max_workers", 1) if executor is not None else 1
-    if len(parts) > readers:
-        transport = storage.transport()
-        ahead = [(p.source, _first_request(p.source, p.rr, cfg), p.rr.paste_ok and cfg.nearest)
-                 for p in parts[readers:]]
-        transport.pool.submit(_quietly, _prefetch, storage, ahead, cfg.settings)
-
-    def direct(part: _Part) -> None:
-        ys, xs = _np_roi(part.rr.roi_dst)
-        _read_source(part.source, part.rr, dst_gbox, cfg, storage, dst[:, ys, xs], region_at)
-
-    def to_temp(part: _Part) -> np.ndarray:
-        shape = (dst.shape[0], *roi_shape(part.rr.roi_dst))
-        tmp = np.empty(shape, dtype=dst.dtype)
-        _read_source(part.source, part.rr, dst_gbox, cfg, storage, tmp, region_at)
-        return tmp
-
-    region_at = where
-    fuser = _Fuser(dst, cfg)
-    jobs: list[tuple[_Part, Callable[[_Part], Any]]] = [
-        (p, direct if (p.alone and cfg.method != "mean") else to_temp) for p in parts
-    ]
-    def serial() -> None:
-        for part, result in _run(jobs, executor):
-            if result is not None:
-                fuser.add(part.rr.roi_dst, result)
-
-    in_gdal_context(serial)
-    fuser.finish()
-    return dst
-
-
-def _prefetch(storage: Storage, sources: Sequence[tuple[RasterSource, int, bool]], settings: FetchSettings) -> None:
-    """Sign the URLs and fetch the headers of the files a region needs, in the background, and
-    open the datasets ahead on the opener thread (not for files read without GDAL, ``native``):
-    while one file decodes, the next ones are ready (no-ops when open or cached; a reader that
-    arrives first waits for the work in flight rather than repeating it). At most half the handle
-    capacity is opened ahead.
-
-    Files read without GDAL are fetched ahead only from slow storage (no answer within
-    :data:`FAST_STORAGE`): from a fast one a reader has its header back before it could use a head
-    start, and fetching ahead only takes CPU from the decoding threads (a cold 1/8 read of 16
-    slices from nginx on loopback: 144 ms ahead, 116 ms without; with 20 ms per request, 174 ms
-    ahead and 210 ms without)."""
-    transport = storage.transport()
-    if any(native for _, _, native in sources):
-        answered = transport.round_trip(wait=0.1)
-        if answered is not None and answered < FAST_STORAGE:
-            sources = [s for s in sources if not s[2]]
-    ahead = _HANDLES.capacity // 2
-    for source, first, native in sources:
-        key = _handle_key(source, None, transport)
-        if _HANDLES.known(key):
-            continue
-        if ahead > 0:
-            ahead -= 1
-            transport.pool.submit(_quietly, _open_ahead, key, source, transport, settings, first, native)
-        elif cached_header(source.key) is None:
-            transport.pool.submit(_quietly, load_header, transport, source.key, source.label, settings, source.size,
-                                  first)
-
-
-#: Storage answering faster than this (seconds) is fast: reading ahead does not pay.
-FAST_STORAGE = 0.015
-
-
-def _open_ahead(key: tuple[Any, ...], source: RasterSource, transport: Any, settings: FetchSettings,
-                first: int = 0, native: bool = False) -> None:
-    header = load_header(transport, source.key, source.label, settings, source.size, first)
-    if native and _native_layout(source, header) is not None:
-        return  # read without a dataset
-    _HANDLES.open_ahead(key, functools.partial(_open_dataset, source, transport, settings, None))
-
-
-def _quietly(fn: Callable[..., Any], *args: Any) -> None:
-    # A failure here is only a missed head start: the reader hits it again and raises it.
-    with contextlib.suppress(Exception):
-        fn(*args)
-
-
-def _run(jobs: list[tuple[_Part, Callable[[_Part], Any]]], executor: Executor | None
-         ) -> Iterator[tuple[_Part, Any]]:
-    """Run jobs, yielding results in job order; at most a few temporaries in flight."""
-    if executor is None or len(jobs) == 1:
-        for part, fn in jobs:
-            yield part, fn(part)
-        return
-    window = 8
-    pending: list[tuple[_Part, Future[Any]]] = []
-    it = iter(jobs)
-    try:
-        for part, fn in it:
-            pending.append((part, executor.submit(_in_env, fn, part)))
-            if len(pending) >= window:
-                head, fut = pending.pop(0)
-                yield head, fut.result()
-        for head, fut in pending:
-            yield head, fut.result()
-    finally:
-        for _, fut in pending:
-            fut.cancel()
-
-
-def _in_env(fn: Callable[[_Part], Any], part: _Part) -> Any:
-    return in_gdal_context(fn, part)
-
-
-class _Fuser:
-    """Combine overlapping source arrays into the region, in order."""
-
-    def __init__(self, dst: np.ndarray, cfg: ReadConfig) -> None:
-        self.dst, self.cfg = dst, cfg
-        self.fill = cfg.fill
-        self._sum: np.ndarray | None = None
-        self._count: np.ndarray | None = None
-
-    def add(self, roi: NormalizedROI, pix: np.ndarray) -> None:
-        ys, xs = _np_roi(roi)
-        view = self.dst[:, ys, xs]
-        valid = ~nodata_mask(pix, self.cfg.fill_value)
-        method = self.cfg.method
-        if method in ("first", "last"):
-            empty = nodata_mask(view, self.cfg.fill_value)
-            np.copyto(view, pix, where=empty & valid)
-        elif method in ("min", "max"):
-            empty = nodata_mask(view, self.cfg.fill_value)
-            op = np.minimum if method == "min" else np.maximum
-            both = valid & ~empty
-            np.copyto(view, op(view, pix), where=both)
-            np.copyto(view, pix, where=valid & empty)
-        elif method == "mean":
-            if self._sum is None:
-                acc = np.float64 if self.dst.dtype.itemsize >= 4 and self.dst.dtype.kind != "f" else np.float32
-                if self.dst.dtype == np.float64:
-                    acc = np.float64
-                self._sum = np.zeros(self.dst.shape, dtype=acc)
-                self._count = np.zeros(self.dst.shape, dtype=np.uint16)
-            assert self._count is not None
-            s = self._sum[:, ys, xs]
-            c = self._count[:, ys, xs]
-            s += np.where(valid, pix, 0)
-            c += valid
-        else:  # pragma: no cover - validated by the caller
-            raise ValueError(f"unknown method {method!r}")
-
-    def finish(self) -> None:
-        if self._sum is None or self._count is None:
-            return
-        has = self._count > 0
-        mean = np.divide(self._sum, self._count, out=np.zeros_like(self._sum), where=has)
-        if self.dst.dtype.kind in "iu":
-            mean = np.rint(mean)
-        np.copyto(self.dst, mean, where=has, casting="unsafe")
 
 
 # ------------------------------------------------------------------------------------------

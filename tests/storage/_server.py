@@ -60,6 +60,7 @@ class StorageServer:
         self.etag_override: str | None = None
         self.stall_seconds = 60.0
         self.slow_delay = 0.05
+        self.answer_delay = 0.0  # seconds before every GET's status line (a distant server)
         self.methods: Counter[str] = Counter()
         self.ranges: list[tuple[str, str | None]] = []  # (name, Range header) of each GET and PUT
         self.bytes_sent = 0
@@ -161,6 +162,8 @@ class StorageServer:
                 self.end_headers()
 
             def do_GET(self) -> None:
+                if server.answer_delay:
+                    time.sleep(server.answer_delay)
                 name, query, faults = self._request("GET", server.faults)
                 if self._failed_early(faults) or not self._authorised(name, query, faults):
                     return

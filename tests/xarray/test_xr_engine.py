@@ -359,3 +359,36 @@ def test_slices_waiting_for_a_reader_are_opened_ahead(world: World, monkeypatch:
     np.testing.assert_array_equal(da.values[0], world.grid_expected)
     assert sorted(map(str, opened)) == sorted(str(s.key) for s in world.grid)
     assert _requests(world, world.grid) == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("answers_in", [0.001, 0.05], ids=["fast-storage", "slow-storage"])
+def test_small_reads_fetch_ahead_only_from_slow_storage(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                        answers_in: float) -> None:
+    """Slices read without GDAL are fetched ahead only when storage is slow to answer: from a fast
+    one the background fetches only compete with decoding. Either way nothing is opened with GDAL
+    and each slice costs its header and its tile."""
+    import threading
+
+    from fusion_stac.storage import Transport
+    from fusion_stac.xarray import _build, _reader
+
+    fetched_on: list[str] = []
+    real_load = _reader.load_header
+
+    def recording_load(*args: Any, **kwargs: Any) -> Any:
+        fetched_on.append(threading.current_thread().name)
+        return real_load(*args, **kwargs)
+
+    opened: list[Any] = []
+    monkeypatch.setattr(_reader, "_open_dataset", lambda *a: opened.append(a) or pytest.fail("opened with GDAL"))
+    monkeypatch.setattr(_reader, "load_header", recording_load)
+    monkeypatch.setattr(Transport, "round_trip", lambda self, wait=0.0: answers_in)
+    monkeypatch.setenv("FUSION_STAC_READ_THREADS", "1")
+    monkeypatch.setattr(_build, "_EXECUTOR", _build._Executor())  # a pool of one thread
+    da = open_mosaic(items=world.grid, storage=world.storage())
+    window = da.isel(y=slice(N - 64, N + 64), x=slice(N - 64, N + 64))  # one tile of each slice
+    np.testing.assert_array_equal(window.values[0], world.grid_expected[N - 64:N + 64, N - 64:N + 64])
+    ahead = [name for name in fetched_on if name.startswith("fusion-fs")]
+    assert (len(ahead) == 3) if answers_in >= _reader.FAST_STORAGE else not ahead, fetched_on
+    assert not opened
+    assert _requests(world, world.grid) == [2, 2, 2, 2]
