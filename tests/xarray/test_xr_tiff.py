@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import struct
-import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import replace
@@ -51,23 +50,20 @@ def _values(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 
 def _write(path: Path, data: np.ndarray, overviews: Sequence[int] = (2, 4), sparse: Sequence[Window] = (),
-           transform: Affine = T, **opts: Any) -> bytes:
-    """A tiled GTiff (``opts``: creation options); ``sparse``: write only these windows of ``data``."""
+           transform: Affine = T, tags: dict[str, str] | None = None, mask: bool = False, **opts: Any) -> bytes:
+    """A tiled GTiff (``opts``: creation options); ``sparse``: write only these windows of ``data``;
+    ``mask``: with an internal mask (its own IFDs, one per level)."""
     count, height, width = data.shape
-    profile: dict[str, Any] = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-                                   crs="EPSG:32630", transform=transform, tiled=True, blockxsize=128,
-                                   blockysize=128)
-    profile.update(opts)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as ds:
-            if sparse:
-                for w in sparse:
-                    ds.write(data[(slice(None), *w.toslices())], window=w)
-            else:
-                ds.write(data)
-            if overviews:
-                ds.build_overviews(list(overviews), Resampling.nearest)
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": data.dtype.name,
+               "crs": "EPSG:32630", "transform": transform, "tiled": True, "blockxsize": 128, "blockysize": 128, **opts}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.update_tags(**(tags or {}))
+        for w in sparse or [Window(0, 0, width, height)]:
+            ds.write(data[(slice(None), *w.toslices())], window=w)
+        if mask:
+            ds.write_mask(np.arange(width)[None, :] % 3 > np.arange(height)[:, None] % 2)
+        if overviews:
+            ds.build_overviews(list(overviews), Resampling.nearest)
     return path.read_bytes()
 
 
@@ -109,14 +105,14 @@ Read = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 def _reads(height: int, width: int, n: int = 40, seed: int = 1) -> list[Read]:
     """The whole image read 1 to k (k in 1, 2, 3, 4, 5, 8; out = size // k leaves remainders), then
-    random windows (half of them reaching the bottom or right edge) at the ratios of STEPS."""
+    random windows (some reaching the bottom or right edge) at the ratios of STEPS."""
     rng = np.random.default_rng(seed)
     reads = [((0, height), (0, width), (max(1, height // k), max(1, width // k))) for k in (1, 2, 3, 4, 5, 8)]
     for i in range(n):
         sy, sx = (float(s) for s in rng.choice(STEPS, 2))
         if i % 3 == 0:
             sx = sy
-        # A one-row buffer takes GDAL's x factor (test_one_row_buffers...): keep those to sx <= sy.
+        # A one-row buffer takes GDAL's x factor (test_the_overview_gdal_reads[one-row]): sx <= sy then.
         rows, out_h = _axis(rng, height, sy, i % 4 == 0, least=1 if sx <= sy else 2)
         cols, out_w = _axis(rng, width, sx, i % 3 == 1)
         reads.append((rows, cols, (out_h, out_w)))
@@ -139,7 +135,7 @@ def _compare(path: Path, data: bytes, band_sets: Sequence[Sequence[int]] = ((1,)
                 levels.add(level)
                 if not _same(ours, theirs):
                     bad.append(f"rows {rows} cols {cols} -> {shape} bands {list(bands)} (our level {level}): "
-                               f"{int((~_equal(ours, theirs)).sum())} of {ours.size} differ")
+                               f"{int((~_equal(ours, theirs)).sum())} of {ours.size} differ, {ours.dtype} / {theirs.dtype}")
     assert not bad, f"{len(bad)} reads differ from GDAL:\n" + "\n".join(bad[:20])
     return layout, levels
 
@@ -158,6 +154,10 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and bool(_equal(a, b).all())
 
 
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
 # ------------------------------------------------------------------------------------------
 # pixels: every layout parse_tiff accepts reads as GDAL reads it
 
@@ -171,7 +171,16 @@ LAYOUTS += [pytest.param(dt, {"compress": "deflate", "predictor": p, "endianness
 LAYOUTS += [pytest.param("uint16", {"endianness": "big"}, id="big-endian-uint16-raw"),
             pytest.param("float32", {"bigtiff": "yes", "compress": "deflate", "predictor": 3}, id="bigtiff-float32"),
             pytest.param("uint8", {"bigtiff": "yes"}, id="bigtiff-uint8-raw"),
-            pytest.param("int16", {"blockxsize": 256, "blockysize": 256, "compress": "deflate"}, id="blocks-256")]
+            pytest.param("int16", {"blockxsize": 256, "blockysize": 256, "compress": "deflate"}, id="blocks-256"),
+            pytest.param("int16", {"blockxsize": 256, "blockysize": 128}, id="blocks-256x128"),
+            pytest.param("float64", {"bigtiff": "yes", "endianness": "big", "compress": "deflate", "predictor": 3},
+                         id="big-endian-bigtiff"),
+            pytest.param("uint8", {"photometric": "miniswhite"}, id="miniswhite"),
+            pytest.param("uint8", {"pixeltype": "signedbyte"}, id="signedbyte"),
+            pytest.param("uint16", {"compress": "deflate", "mask": True}, id="internal-mask"),
+            pytest.param("float32", {"nbits": 16, "compress": "deflate", "predictor": 3}, id="float16", marks=_xfail(
+                "NBITS=16 Float32 (half floats): parse_tiff accepts it and pastes float16; GDAL 3.10 gives Float32 "
+                "(the same values). _reader._layout_matches then refuses it (dtype), so the loader is safe"))]
 
 
 @pytest.mark.parametrize(("dtype", "opts"), LAYOUTS)
@@ -185,7 +194,8 @@ def test_one_band_layouts_read_as_gdal_does(tmp_path: Path, dtype: str, opts: di
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
 @pytest.mark.parametrize(("dtype", "opts"), [
     ("uint8", {}), ("uint16", {"compress": "deflate", "predictor": 2}), ("float32", {"compress": "deflate", "predictor": 3}),
-    ("int16", {"compress": "deflate", "predictor": 2, "endianness": "big"})])
+    ("int16", {"compress": "deflate", "predictor": 2, "endianness": "big"}),
+    ("uint8", {"photometric": "rgb", "compress": "deflate", "predictor": 2})])
 def test_three_bands_read_as_gdal_does(tmp_path: Path, interleave: str, dtype: str, opts: dict[str, Any]) -> None:
     path = tmp_path / "a.tif"
     data = _write(path, _values(dtype, (3, H, W)), interleave=interleave, **opts)
@@ -218,8 +228,7 @@ def test_sparse_tiles_read_as_gdal_does(tmp_path: Path, dtype: str, nodata: floa
     layout, levels = _compare(path, data, [(1,), (2, 1)], n=25)
     assert 0 in layout.levels[0].offsets and levels == {0, 1, 2}
     with rasterio.open(path) as ds:
-        assert _same(np.array([layout.nodata], dtype="f8"), np.array([ds.nodata], dtype="f8")) or (
-            layout.nodata is None and ds.nodata is None)
+        assert _same_nodata(layout.nodata, ds.nodata)
 
 
 def _set_nodata_text(data: bytes, text: bytes) -> bytes:
@@ -237,14 +246,14 @@ def _set_nodata_text(data: bytes, text: bytes) -> bytes:
     raise AssertionError("no GDAL_NODATA tag")
 
 
-HALF = _xfail("GDAL rounds a fractional nodata half away from zero into an "
-                         "integer tile (2.5 -> 3, 0.5 -> 1, -2.5 -> -3); _tiff._cast_fill uses round(), half to even")
-INT64 = _xfail("GDAL reads the GDAL_NODATA of an Int64/UInt64 band with "
-                          "strtoll/strtoull, its integer prefix ('1e3' -> 1, '2.7' -> 2, 'nan' -> 0, '-1' -> "
-                          "2**64-1 in UInt64); _tiff._nodata parses it as a Python int or float")
-F32 = _xfail("GDAL reports a Float32 band's nodata as the float32 nearest the "
-                        "text (1e39 -> inf, 1e-50 -> 0.0); TiffLayout.nodata keeps the double. The filled pixels "
-                        "agree, but numpy warns 'overflow encountered in cast' filling with 1e39")
+HALF = _xfail("GDAL rounds a fractional nodata half away from zero into an integer tile (2.5 -> 3, 0.5 -> 1, "
+              "-2.5 -> -3, 4.5 -> 5); _tiff._cast_fill uses round(), half to even (2, 0, -2, 4)")
+INT64 = _xfail("GDAL reads the GDAL_NODATA of an Int64/UInt64 band with strtoll/strtoull, its integer prefix "
+               "('1e3' -> 1, '2.7' -> 2, '-.6' and 'nan' -> 0, '-1' -> 2**64-1 in UInt64); _tiff._nodata parses "
+               "it as a Python int or float (and _cast_fill rounds and saturates it)")
+F32 = _xfail("GDAL reports a Float32 band's nodata as the float32 nearest the text (1e39 -> inf, 1e-50 -> 0.0); "
+             "TiffLayout.nodata keeps the double. The filled pixels agree, but numpy warns 'overflow encountered "
+             "in cast' filling with 1e39")
 
 
 @pytest.mark.parametrize(("dtype", "written", "text"), [
@@ -268,7 +277,7 @@ def test_sparse_with_an_odd_nodata(tmp_path: Path, dtype: str, written: int, tex
     layout, _ = _compare(path, data, n=10)
     with rasterio.open(path) as ds:
         if ds.nodata is not None:  # rasterio hides a nodata outside the dtype's range
-            assert layout.nodata == ds.nodata or (math.isnan(ds.nodata) and math.isnan(layout.nodata or 0.0))
+            assert _same_nodata(layout.nodata, ds.nodata)
 
 
 # ------------------------------------------------------------------------------------------
@@ -360,21 +369,13 @@ def test_the_projects_own_cogs(tmp_path: Path) -> None:
     ("uint8", 1, {"area_or_point": "Point"})], ids=["lzw", "zstd", "jpeg", "jpeg-ycbcr", "stripped", "1-bit",
                                                    "lerc", "pixel-is-point"])
 def test_layouts_left_to_gdal(tmp_path: Path, dtype: str, count: int, opts: dict[str, Any]) -> None:
-    path = tmp_path / "a.tif"
+    path, point = tmp_path / "a.tif", opts.pop("area_or_point", None)
     values = _values(dtype, (count, H, W)) & 1 if opts.get("nbits") else _values(dtype, (count, H, W))
-    point = opts.pop("area_or_point", None)
-    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=count, dtype=dtype, crs="EPSG:32630",
-                       transform=T, **{"tiled": True, "blockxsize": 128, "blockysize": 128, **opts}) as ds:
-        if point:
-            ds.update_tags(AREA_OR_POINT=point)
-        ds.write(values)
+    data = _write(path, values, tags={"AREA_OR_POINT": point} if point else None, **opts)
     with rasterio.open(path) as ds:  # a file GDAL reads, as we meant to write it
-        assert ds.read().shape == (count, H, W)
-        if point:
-            assert ds.tags()["AREA_OR_POINT"] == "Point"
-        elif "compress" in opts:
-            assert ds.compression is not None and ds.compression.name.lower() == opts["compress"]
-    assert parse_tiff(path.read_bytes()) is None
+        assert ds.read().shape == (count, H, W) and ds.tags()["AREA_OR_POINT"] == (point or "Area")
+        assert (ds.compression.name.lower() if ds.compression else "") == opts.get("compress", "")
+    assert parse_tiff(data) is None
 
 
 def test_truncated_or_foreign_bytes_are_left_to_gdal(tmp_path: Path) -> None:
@@ -390,21 +391,18 @@ def test_truncated_or_foreign_bytes_are_left_to_gdal(tmp_path: Path) -> None:
 # georeferencing
 
 
-@pytest.mark.parametrize("transform", [T, Affine(0.25, 0, -180.125, 0, -0.5, 90.0), Affine(3, 0, 0, 0, -7, 0)])
-def test_north_up_transform_is_gdals(tmp_path: Path, transform: Affine) -> None:
+@pytest.mark.parametrize("transform", [T, Affine(0.25, 0, -180.125, 0, -0.5, 90.0), Affine(3, 0, 0, 0, -7, 0),
+                                       T @ Affine.rotation(20.0) @ Affine.shear(5.0, 0)])
+def test_the_transform_is_gdals(tmp_path: Path, transform: Affine) -> None:
+    """PixelScale + ModelTiepoint; a rotated one (ModelTransformation): GDAL's too, or left to GDAL."""
     path = tmp_path / "a.tif"
     layout = parse_tiff(_write(path, _values("uint8", (1, 64, 64)), transform=transform, overviews=()))
     with rasterio.open(path) as ds:
-        assert layout is not None and layout.transform == tuple(ds.transform)[:6]
-
-
-def test_rotated_transform_is_gdals_or_left_to_gdal(tmp_path: Path) -> None:
-    path = tmp_path / "a.tif"
-    transform = T @ Affine.rotation(20.0) @ Affine.shear(5.0, 0)
-    layout = parse_tiff(_write(path, _values("uint8", (1, 64, 64)), transform=transform, overviews=()))
-    with rasterio.open(path) as ds:
-        assert ds.transform.almost_equals(transform) and not ds.transform.is_rectilinear
-        assert layout is None or layout.transform == tuple(ds.transform)[:6]
+        assert ds.transform.almost_equals(transform)
+        if ds.transform.is_rectilinear:
+            assert layout is not None and layout.transform == tuple(ds.transform)[:6]
+        else:
+            assert layout is None or layout.transform == tuple(ds.transform)[:6]
 
 
 # ------------------------------------------------------------------------------------------
@@ -466,55 +464,44 @@ def test_a_mosaic_reads_the_same_with_and_without_gdal(world: World, monkeypatch
     assert opened == [], "these reads touch at most 4 tiles a file: no GDAL dataset is opened"
     monkeypatch.setattr(_reader, "NATIVE_MAX_TILES", 0)
     gdal = read()
-    assert len(opened) >= len(world.grid)
+    assert set(opened) == {s.key for s in world.grid}
     for ours, theirs in zip(native, gdal, strict=True):
         assert _same(ours, theirs)
     assert _same(native[0], world.grid_expected[100:200, 450:600])
 
 
-def _unlike(world: World, change: str) -> Any:
-    """Slice 1 as metadata that disagrees with its file."""
-    src = world.grid[0]
-    return {"shape": replace(src, shape=(src.shape[0] - 1, src.shape[1])), "dtype": replace(src, dtype="int32"),
-            "transform": replace(src, transform=(RES, 0.0, X0 + RES, 0.0, -RES, Y0))}[change]
+CACHED = _xfail("_reader._native_layout caches a file's layout by (file key, ETag, size, header length) once "
+                "checked against the metadata it was first read with: other metadata for the same file is not "
+                "checked (_layout_matches) and the file is pasted without GDAL, nothing said")
 
 
-def _read_unlike(world: World, wrong: Any, change: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The read of a file unlike its metadata: GDAL's (``paste_tiles`` is never called), which
-    says what does not match (a dtype: converted)."""
+@pytest.mark.parametrize(("change", "warm"), [("shape", False), ("dtype", False), ("transform", False),
+                                              pytest.param("shape", True, marks=CACHED),
+                                              pytest.param("transform", True, marks=CACHED)])
+def test_a_file_unlike_its_metadata_is_not_read_natively(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                          change: str, warm: bool) -> None:
+    """GDAL reads it (``paste_tiles`` is never called) and says what does not match (a dtype: GDAL
+    converts; _check_matches compares none). ``warm``: after a read with the right metadata."""
     from fusion_stac.xarray import _reader
 
+    src = world.grid[0]
+    wrong = {"shape": replace(src, shape=(src.shape[0] - 1, src.shape[1])), "dtype": replace(src, dtype="int32"),
+             "transform": replace(src, transform=(RES, 0.0, X0 + RES, 0.0, -RES, Y0))}[change]
+    if warm:
+        open_mosaic(items=[src], storage=world.storage())[0, :64, :64].values  # noqa: B018
+        clear_headers()
+        close_handles()
+    else:
+        monkeypatch.setattr(_reader, "_LAYOUTS", type(_reader._LAYOUTS)())  # nothing parsed yet in this process
+        layout = parse_tiff((world.root / world.name(src)).read_bytes())
+        assert layout is not None and _reader._layout_matches(src, layout)
+        assert not _reader._layout_matches(wrong, layout)
     pasted: list[Any] = []
     monkeypatch.setattr(_reader, "paste_tiles", lambda *args: pasted.append(args))
     da = open_mosaic(items=[wrong], storage=world.storage())[0, :64, :64]
-    if change == "dtype":  # _check_matches compares no dtypes: GDAL reads and converts
+    if change == "dtype":
         assert _same(da.values, world.grid_expected[:64, :64].astype("int32"))
     else:
         with pytest.raises(RasterReadError, match=f"does not match its metadata: {change}"):
             da.values  # noqa: B018
     assert pasted == [], "read without GDAL"
-
-
-@pytest.mark.parametrize("change", ["shape", "dtype", "transform"])
-def test_a_file_unlike_its_metadata_is_not_read_natively(world: World, monkeypatch: pytest.MonkeyPatch,
-                                                          change: str) -> None:
-    from fusion_stac.xarray import _reader
-
-    monkeypatch.setattr(_reader, "_LAYOUTS", type(_reader._LAYOUTS)())  # nothing parsed yet in this process
-    src, wrong = world.grid[0], _unlike(world, change)
-    layout = parse_tiff((world.root / world.name(src)).read_bytes())
-    assert layout is not None and _reader._layout_matches(src, layout)
-    assert not _reader._layout_matches(wrong, layout)
-    _read_unlike(world, wrong, change, monkeypatch)
-
-
-@pytest.mark.xfail(strict=True, reason="_reader._native_layout caches a file's layout by (file key, ETag, size, "
-                   "header length) after checking it against the first metadata it was read with: later metadata "
-                   "for the same file is not checked (_layout_matches), and the file is pasted without GDAL")
-@pytest.mark.parametrize("change", ["shape", "transform"])
-def test_a_file_unlike_its_metadata_after_a_read_of_it(world: World, monkeypatch: pytest.MonkeyPatch,
-                                                       change: str) -> None:
-    open_mosaic(items=[world.grid[0]], storage=world.storage())[0, :64, :64].values  # noqa: B018
-    clear_headers()
-    close_handles()
-    _read_unlike(world, _unlike(world, change), change, monkeypatch)
