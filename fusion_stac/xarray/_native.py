@@ -41,21 +41,22 @@ _LAYOUTS_LOCK = threading.Lock()
 
 
 def native_layout(source: RasterSource, header: Header) -> TiffLayout | None:
-    """The file's layout when :mod:`._tiff` reads it as GDAL would and it matches the metadata
-    (else GDAL opens it, and says what does not match); parsed once per file version."""
+    """The file's layout when :mod:`._tiff` reads it as GDAL would and it matches ``source``'s
+    metadata (else GDAL opens it, and says what does not match). Parsed once per file version;
+    checked against the metadata every time (two sources may describe one file differently)."""
     key = (source.key, header.etag, header.size, header.usable)
     with _LAYOUTS_LOCK:
-        if key in _LAYOUTS:
+        cached = key in _LAYOUTS
+        if cached:
             _LAYOUTS.move_to_end(key)
-            return _LAYOUTS[key]
-    layout = parse_tiff(memoryview(header.data)[: header.usable])
-    if layout is not None and not _matches(source, layout):
-        layout = None
-    with _LAYOUTS_LOCK:
-        _LAYOUTS[key] = layout
-        while len(_LAYOUTS) > 4096:
-            _LAYOUTS.popitem(last=False)
-    return layout
+            layout = _LAYOUTS[key]
+    if not cached:
+        layout = parse_tiff(memoryview(header.data)[: header.usable])
+        with _LAYOUTS_LOCK:
+            _LAYOUTS[key] = layout
+            while len(_LAYOUTS) > 4096:
+                _LAYOUTS.popitem(last=False)
+    return layout if layout is not None and _matches(source, layout) else None
 
 
 def _matches(source: RasterSource, layout: TiffLayout) -> bool:

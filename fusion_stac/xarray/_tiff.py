@@ -27,6 +27,7 @@ for the header cache (:func:`tiff_data_start`).
 from __future__ import annotations
 
 import math
+import re
 import struct
 import sys
 import zlib
@@ -207,7 +208,7 @@ class TiffLayout:
             return None  # upsampling: not a paste this module does
         if out_h == y1 - y0 and out_w == x1 - x0:
             return ReadPlan(0, np.arange(y0, y1), np.arange(x0, x1))
-        level = self._best_overview((x1 - x0) / out_w, (y1 - y0) / out_h)
+        level = self._best_overview((x1 - x0) / out_w, (y1 - y0) / out_h, out_h)
         lv = self.levels[level]
         fx, fy = full.width / lv.width, full.height / lv.height
         if level:
@@ -217,17 +218,23 @@ class TiffLayout:
             ox, oy, ow, oh = x0, y0, x1 - x0, y1 - y0
         return ReadPlan(level, _nearest(oy, oh, out_h, lv.height), _nearest(ox, ow, out_w, lv.width))
 
-    def _best_overview(self, xres: float, yres: float) -> int:
-        """GDAL's choice for nearest neighbour (oversampling threshold 1.2): the coarsest overview
-        whose factor is below 1.2 times the one asked; 0 (the full image) if none."""
-        desired = min(xres, yres)
+    def _best_overview(self, xres: float, yres: float, out_h: int) -> int:
+        """GDAL's choice for nearest neighbour (``GDALBandGetBestOverviewLevel2``, oversampling
+        threshold 1.2): the factor asked is the less reduced axis' (the x axis' for a buffer one row
+        high); an overview qualifies below 1.2 times it plus 0.1, the coarsest qualifying one wins,
+        and the first within 0.1 of the factor asked ends the search. 0: the full image."""
+        desired = xres if (xres < yres or out_h == 1) else yres
         full = self.levels[0]
-        best, best_ratio = 0, 1.0
+        best, best_ratio = 0, 0.0
         for i, lv in enumerate(self.levels[1:], start=1):
+            if lv.width > full.width or lv.height > full.height:
+                continue
             ratio = min(full.width / lv.width, full.height / lv.height)
-            if ratio >= desired * 1.2 or ratio <= best_ratio:
+            if ratio >= desired * 1.2 + 0.1 or ratio <= best_ratio:
                 continue
             best, best_ratio = i, ratio
+            if abs(desired - ratio) < 0.1:
+                break
         return best
 
 
@@ -287,7 +294,7 @@ def parse_tiff(data: bytes | memoryview) -> TiffLayout | None:
             or photometric == 6 or samples is None or samples < 1):
         return None
     kind = _KINDS[fmt]
-    if (kind, bits) == ("f", 8) or predictor not in (1, 2, 3) or (predictor == 2 and kind == "f") or (
+    if (kind == "f" and bits not in (32, 64)) or predictor not in (1, 2, 3) or (predictor == 2 and kind == "f") or (
             predictor == 3 and kind != "f"):
         return None
     assert bits is not None
@@ -310,23 +317,36 @@ def parse_tiff(data: bytes | memoryview) -> TiffLayout | None:
     transform = _geotransform(main)
     if transform is False or transform is True:
         return None
-    return TiffLayout(dtype, samples, planar or 1, compression, predictor, tuple(levels), _nodata(main),
-                      transform or None)
+    nodata = _nodata(main, dtype)
+    if nodata is False:
+        return None
+    return TiffLayout(dtype, samples, planar or 1, compression, predictor, tuple(levels), nodata, transform or None)
 
 
-def _nodata(tags: dict[int, tuple[int | float | bytes, ...]]) -> float | int | None:
+def _nodata(tags: dict[int, tuple[int | float | bytes, ...]], dtype: np.dtype) -> float | int | bool | None:
+    """GDAL_NODATA as GDAL reads it for ``dtype``: a double, rounded to float32 in float32 files
+    (1e39 is inf there); for 64-bit integer files only a plain integer in range is taken (GDAL
+    parses those with strtoll/strtoull: ``False`` sends anything else to GDAL)."""
     raw = tags.get(GDAL_NODATA)
     if not raw or not isinstance(raw[0], bytes):
         return None
     text = raw[0].decode("ascii", "replace").strip()
+    if dtype.kind in "iu" and dtype.itemsize == 8:
+        info = np.iinfo(dtype)
+        if not _INTEGER.fullmatch(text) or not info.min <= int(text) <= info.max:
+            return False
+        return int(text)
     try:
-        return int(text)  # exact, for 64-bit integer files
-    except ValueError:
-        pass
-    try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    if dtype.kind == "f" and dtype.itemsize == 4:
+        with np.errstate(over="ignore", under="ignore"):
+            value = float(np.float32(value))
+    return value
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def _geotransform(tags: dict[int, tuple[int | float | bytes, ...]]
@@ -458,12 +478,16 @@ def paste_tiles(layout: TiffLayout, plan: ReadPlan, tiles: dict[tuple[int, int, 
 
 
 def _cast_fill(fill: float | int, dtype: np.dtype) -> float | int:
-    """``fill`` in ``dtype`` as GDAL copies a double into it: NaN is 0, rounded, saturated."""
+    """``fill`` in ``dtype`` as GDAL copies a double into it: NaN is 0, halves rounded away from
+    zero, saturated."""
     if dtype.kind not in "iu":
         return fill
     if isinstance(fill, float):
         if math.isnan(fill):
             return 0
-        fill = round(fill)
+        if math.isinf(fill):
+            fill = int(np.iinfo(dtype).max if fill > 0 else np.iinfo(dtype).min)
+        else:
+            fill = int(math.copysign(math.floor(abs(fill) + 0.5), fill))
     info = np.iinfo(dtype)
     return min(max(int(fill), int(info.min)), int(info.max))

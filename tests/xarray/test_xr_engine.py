@@ -314,7 +314,9 @@ def test_a_dataset_opened_once_serves_every_thread(world: World, native: bool,
     from fusion_stac.xarray import _reader
 
     if not native:
-        monkeypatch.setattr(_reader, "NATIVE_MAX_TILES", 0)
+        from fusion_stac.xarray import _native
+
+        monkeypatch.setattr(_native, "NATIVE_MAX_TILES", 0)
     opened: list[str] = []
     real_open = _reader._open_dataset
 
@@ -370,10 +372,10 @@ def test_small_reads_fetch_ahead_only_from_slow_storage(world: World, monkeypatc
     import threading
 
     from fusion_stac.storage import Transport
-    from fusion_stac.xarray import _build, _reader
+    from fusion_stac.xarray import _build, _native, _reader, _region
 
     fetched_on: list[str] = []
-    real_load = _reader.load_header
+    real_load = _native.load_header
 
     def recording_load(*args: Any, **kwargs: Any) -> Any:
         fetched_on.append(threading.current_thread().name)
@@ -381,7 +383,8 @@ def test_small_reads_fetch_ahead_only_from_slow_storage(world: World, monkeypatc
 
     opened: list[Any] = []
     monkeypatch.setattr(_reader, "_open_dataset", lambda *a: opened.append(a) or pytest.fail("opened with GDAL"))
-    monkeypatch.setattr(_reader, "load_header", recording_load)
+    monkeypatch.setattr(_native, "load_header", recording_load)  # readers and ahead of them
+    monkeypatch.setattr(_region, "load_header", recording_load)
     monkeypatch.setattr(Transport, "round_trip", lambda self, wait=0.0: answers_in)
     monkeypatch.setenv("FUSION_STAC_READ_THREADS", "1")
     monkeypatch.setattr(_build, "_EXECUTOR", _build._Executor())  # a pool of one thread
@@ -389,6 +392,6 @@ def test_small_reads_fetch_ahead_only_from_slow_storage(world: World, monkeypatc
     window = da.isel(y=slice(N - 64, N + 64), x=slice(N - 64, N + 64))  # one tile of each slice
     np.testing.assert_array_equal(window.values[0], world.grid_expected[N - 64:N + 64, N - 64:N + 64])
     ahead = [name for name in fetched_on if name.startswith("fusion-fs")]
-    assert (len(ahead) == 3) if answers_in >= _reader.FAST_STORAGE else not ahead, fetched_on
+    assert (len(ahead) == 3) if answers_in >= _region.FAST_STORAGE else not ahead, fetched_on
     assert not opened
     assert _requests(world, world.grid) == [2, 2, 2, 2]

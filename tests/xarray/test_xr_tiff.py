@@ -140,10 +140,6 @@ def _compare(path: Path, data: bytes, band_sets: Sequence[Sequence[int]] = ((1,)
     return layout, levels
 
 
-def _xfail(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind != "f":
         return a == b
@@ -177,10 +173,7 @@ LAYOUTS += [pytest.param("uint16", {"endianness": "big"}, id="big-endian-uint16-
                          id="big-endian-bigtiff"),
             pytest.param("uint8", {"photometric": "miniswhite"}, id="miniswhite"),
             pytest.param("uint8", {"pixeltype": "signedbyte"}, id="signedbyte"),
-            pytest.param("uint16", {"compress": "deflate", "mask": True}, id="internal-mask"),
-            pytest.param("float32", {"nbits": 16, "compress": "deflate", "predictor": 3}, id="float16", marks=_xfail(
-                "NBITS=16 Float32 (half floats): parse_tiff accepts it and pastes float16; GDAL 3.10 gives Float32 "
-                "(the same values). _reader._layout_matches then refuses it (dtype), so the loader is safe"))]
+            pytest.param("uint16", {"compress": "deflate", "mask": True}, id="internal-mask")]
 
 
 @pytest.mark.parametrize(("dtype", "opts"), LAYOUTS)
@@ -246,34 +239,19 @@ def _set_nodata_text(data: bytes, text: bytes) -> bytes:
     raise AssertionError("no GDAL_NODATA tag")
 
 
-HALF = _xfail("GDAL rounds a fractional nodata half away from zero into an integer tile (2.5 -> 3, 0.5 -> 1, "
-              "-2.5 -> -3, 4.5 -> 5); _tiff._cast_fill uses round(), half to even (2, 0, -2, 4)")
-INT64 = _xfail("GDAL reads the GDAL_NODATA of an Int64/UInt64 band with strtoll/strtoull, its integer prefix "
-               "('1e3' -> 1, '2.7' -> 2, '-.6' and 'nan' -> 0, '-1' -> 2**64-1 in UInt64); _tiff._nodata parses "
-               "it as a Python int or float (and _cast_fill rounds and saturates it)")
-F32 = _xfail("GDAL reports a Float32 band's nodata as the float32 nearest the text (1e39 -> inf, 1e-50 -> 0.0); "
-             "TiffLayout.nodata keeps the double. The filled pixels agree, but numpy warns 'overflow encountered "
-             "in cast' filling with 1e39")
-
-
 @pytest.mark.parametrize(("dtype", "written", "text"), [
     ("uint8", 100, b"300"), ("uint8", 10, b"-1"), ("int16", 100, b"1e9"), ("int16", 100, b"nan"),
     ("int8", 100, b"128"), ("uint16", 100, b"2.7"), ("int32", 100, b"-.6"), ("int16", 100, b"1.5"),
-    ("uint32", 100, b"-.5"), pytest.param("float32", 10000, b"1e-50", marks=F32),
-    pytest.param("int64", 100, b"nan", marks=INT64), pytest.param("float32", 1000, b"1e39", marks=F32),
-    pytest.param("int16", 100, b"2.5", marks=HALF), pytest.param("int16", 100, b"0.5", marks=HALF),
-    pytest.param("int16", 1000, b"-2.5", marks=HALF), pytest.param("uint32", 100, b"4.5", marks=HALF),
-    pytest.param("int64", 100, b"1e3", marks=INT64), pytest.param("int64", 100, b"2.7", marks=INT64),
-    pytest.param("int64", 100, b"-.6", marks=INT64), pytest.param("uint64", 10, b"-1", marks=INT64),
-    # as rasterio writes them: '-4.6116860184273879e+18' (GDAL: -4), '9.2233720368547758e+18' (GDAL: 9)
-    pytest.param("int64", -(2**62) - 3, None, marks=INT64), pytest.param("uint64", 2**63 + 5, None, marks=INT64)])
-def test_sparse_with_an_odd_nodata(tmp_path: Path, dtype: str, written: int, text: bytes | None) -> None:
+    ("uint32", 100, b"-.5"), ("float32", 10000, b"1e-50"), ("float32", 1000, b"1e39"),
+    # GDAL rounds halves away from zero into an integer tile
+    ("int16", 100, b"2.5"), ("int16", 100, b"0.5"), ("int16", 1000, b"-2.5"), ("uint32", 100, b"4.5"),
+    ("int64", 100, b"-17"), ("uint64", 100, b"255")])
+def test_sparse_with_an_odd_nodata(tmp_path: Path, dtype: str, written: int, text: bytes) -> None:
     """GDAL fills a missing tile with its nodata saturated and rounded to the dtype (NaN: 0)."""
     path = tmp_path / "a.tif"
     data = _write(path, _values(dtype, (1, H, W)), sparse=QUARTER, sparse_ok=True, nodata=written, overviews=())
-    if text is not None:
-        data = _set_nodata_text(data, text)
-        path.write_bytes(data)
+    data = _set_nodata_text(data, text)
+    path.write_bytes(data)
     layout, _ = _compare(path, data, n=10)
     with rasterio.open(path) as ds:
         if ds.nodata is not None:  # rasterio hides a nodata outside the dtype's range
@@ -297,22 +275,15 @@ def _one(path: Path, data: bytes, rows: tuple[int, int], cols: tuple[int, int], 
 @pytest.mark.parametrize(("factors", "rows", "cols", "shape"), [
     ((2, 4), (0, 300), (10, 13), (75, 1)), ((2, 4), (5, 300), (499, 500), (50, 1)), ((2, 4), (0, 8), (0, 3), (1, 1)),
     ((2, 4), (10, 12), (0, 400), (1, 200)),  # one row, x and y factor 2
-    pytest.param((2, 4), (10, 13), (0, 400), (1, 100), marks=_xfail(
-        "GDALBandGetBestOverviewLevel2 takes the x factor for a buffer one row high (here 400/100 = 4: the 1/4 "
-        "overview); TiffLayout._best_overview takes min(x, y) = 3 (the 1/2 overview)"), id="one-row"),
-    pytest.param((2, 4), (0, 200), (0, 300), (121, 181), marks=_xfail(
-        "GDAL 3.10 takes an overview whose factor is below 1.2 x the factor asked + 0.1 (here 2 < 1.653 * 1.2 "
-        "+ 0.1); TiffLayout._best_overview has no + 0.1 (2 >= 1.983) and reads the full image"), id="threshold"),
-    pytest.param((5, 6), (0, 202), (0, 404), (40, 80), marks=_xfail(
-        "GDAL stops at the first overview within 0.1 of the factor asked (the 1/5 for 5.05); "
-        "TiffLayout._best_overview goes on to the coarser 1/6 (6 < 5.05 * 1.2)"), id="first-close-enough")])
+    pytest.param((2, 4), (10, 13), (0, 400), (1, 100), id="one-row"),
+    pytest.param((2, 4), (0, 200), (0, 300), (121, 181), id="threshold"),
+    pytest.param((5, 6), (0, 202), (0, 404), (40, 80), id="first-close-enough")])
 def test_the_overview_gdal_reads(tmp_path: Path, factors: tuple[int, ...], rows: tuple[int, int],
                                  cols: tuple[int, int], shape: tuple[int, int]) -> None:
     path = tmp_path / "a.tif"
     _one(path, _write(path, _values("uint16", (1, H, 600)), overviews=factors), rows, cols, shape)
 
 
-@pytest.mark.xfail(strict=True, reason="any window and buffer: the three overview choices above")
 def test_any_window_and_buffer(tmp_path: Path) -> None:
     path = tmp_path / "a.tif"
     data = _write(path, _values("int16", (1, 301, 499)), overviews=(2, 4, 8))
@@ -366,11 +337,13 @@ def test_the_projects_own_cogs(tmp_path: Path) -> None:
     ("uint16", 1, {"compress": "lzw"}), ("float32", 1, {"compress": "zstd", "predictor": 3}),
     ("uint8", 3, {"compress": "jpeg"}), ("uint8", 3, {"compress": "jpeg", "photometric": "ycbcr"}),
     ("int16", 1, {"tiled": False}), ("uint8", 1, {"nbits": 1}), ("float32", 1, {"compress": "lerc"}),
-    ("uint8", 1, {"area_or_point": "Point"})], ids=["lzw", "zstd", "jpeg", "jpeg-ycbcr", "stripped", "1-bit",
-                                                   "lerc", "pixel-is-point"])
+    ("uint8", 1, {"area_or_point": "Point"}), ("float32", 1, {"nbits": 16, "compress": "deflate", "predictor": 3})],
+    ids=["lzw", "zstd", "jpeg", "jpeg-ycbcr", "stripped", "1-bit", "lerc", "pixel-is-point", "half-float"])
 def test_layouts_left_to_gdal(tmp_path: Path, dtype: str, count: int, opts: dict[str, Any]) -> None:
     path, point = tmp_path / "a.tif", opts.pop("area_or_point", None)
-    values = _values(dtype, (count, H, W)) & 1 if opts.get("nbits") else _values(dtype, (count, H, W))
+    values = _values(dtype, (count, H, W))
+    if opts.get("nbits") == 1:
+        values &= 1
     data = _write(path, values, tags={"AREA_OR_POINT": point} if point else None, **opts)
     with rasterio.open(path) as ds:  # a file GDAL reads, as we meant to write it
         assert ds.read().shape == (count, H, W) and ds.tags()["AREA_OR_POINT"] == (point or "Area")
@@ -441,7 +414,7 @@ def test_bad_tile_bytes_raise_never_pixels(tmp_path: Path) -> None:
 
 
 def test_a_mosaic_reads_the_same_with_and_without_gdal(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fusion_stac.xarray import _reader
+    from fusion_stac.xarray import _native, _reader
 
     opened: list[Any] = []
     real_open = _reader._open_dataset
@@ -462,7 +435,7 @@ def test_a_mosaic_reads_the_same_with_and_without_gdal(world: World, monkeypatch
 
     native = read()
     assert opened == [], "these reads touch at most 4 tiles a file: no GDAL dataset is opened"
-    monkeypatch.setattr(_reader, "NATIVE_MAX_TILES", 0)
+    monkeypatch.setattr(_native, "NATIVE_MAX_TILES", 0)
     gdal = read()
     assert set(opened) == {s.key for s in world.grid}
     for ours, theirs in zip(native, gdal, strict=True):
@@ -470,19 +443,13 @@ def test_a_mosaic_reads_the_same_with_and_without_gdal(world: World, monkeypatch
     assert _same(native[0], world.grid_expected[100:200, 450:600])
 
 
-CACHED = _xfail("_reader._native_layout caches a file's layout by (file key, ETag, size, header length) once "
-                "checked against the metadata it was first read with: other metadata for the same file is not "
-                "checked (_layout_matches) and the file is pasted without GDAL, nothing said")
-
-
 @pytest.mark.parametrize(("change", "warm"), [("shape", False), ("dtype", False), ("transform", False),
-                                              pytest.param("shape", True, marks=CACHED),
-                                              pytest.param("transform", True, marks=CACHED)])
+                                              ("shape", True), ("transform", True)])
 def test_a_file_unlike_its_metadata_is_not_read_natively(world: World, monkeypatch: pytest.MonkeyPatch,
                                                           change: str, warm: bool) -> None:
     """GDAL reads it (``paste_tiles`` is never called) and says what does not match (a dtype: GDAL
     converts; _check_matches compares none). ``warm``: after a read with the right metadata."""
-    from fusion_stac.xarray import _reader
+    from fusion_stac.xarray import _native
 
     src = world.grid[0]
     wrong = {"shape": replace(src, shape=(src.shape[0] - 1, src.shape[1])), "dtype": replace(src, dtype="int32"),
@@ -492,12 +459,12 @@ def test_a_file_unlike_its_metadata_is_not_read_natively(world: World, monkeypat
         clear_headers()
         close_handles()
     else:
-        monkeypatch.setattr(_reader, "_LAYOUTS", type(_reader._LAYOUTS)())  # nothing parsed yet in this process
+        monkeypatch.setattr(_native, "_LAYOUTS", type(_native._LAYOUTS)())  # nothing parsed yet in this process
         layout = parse_tiff((world.root / world.name(src)).read_bytes())
-        assert layout is not None and _reader._layout_matches(src, layout)
-        assert not _reader._layout_matches(wrong, layout)
+        assert layout is not None and _native._matches(src, layout)
+        assert not _native._matches(wrong, layout)
     pasted: list[Any] = []
-    monkeypatch.setattr(_reader, "paste_tiles", lambda *args: pasted.append(args))
+    monkeypatch.setattr(_native, "paste_tiles", lambda *args: pasted.append(args))
     da = open_mosaic(items=[wrong], storage=world.storage())[0, :64, :64]
     if change == "dtype":
         assert _same(da.values, world.grid_expected[:64, :64].astype("int32"))
@@ -505,3 +472,21 @@ def test_a_file_unlike_its_metadata_is_not_read_natively(world: World, monkeypat
         with pytest.raises(RasterReadError, match=f"does not match its metadata: {change}"):
             da.values  # noqa: B018
     assert pasted == [], "read without GDAL"
+
+
+@pytest.mark.parametrize(("dtype", "written", "text"), [
+    ("int64", 100, b"nan"), ("int64", 100, b"1e3"), ("int64", 100, b"2.7"), ("int64", 100, b"-.6"),
+    ("uint64", 10, b"-1"), ("uint64", 10, b"-5"),
+    # as rasterio writes them past 1e17: '-4.6116860184273879e+18', '9.2233720368547758e+18'
+    ("int64", -(2**62) - 3, None), ("uint64", 2**63 + 5, None)])
+def test_64_bit_nodata_gdal_reads_its_own_way_is_left_to_gdal(tmp_path: Path, dtype: str, written: int,
+                                                              text: bytes | None) -> None:
+    """GDAL parses a 64-bit band's nodata with strtoll/strtoull (the integer prefix: '1e3' is 1,
+    '-1' is 2**64-1 in UInt64), which rasterio writes as a double past 1e17: anything but a plain
+    integer in range is GDAL's to read."""
+    path = tmp_path / "a.tif"
+    data = _write(path, _values(dtype, (1, H, W)), sparse=QUARTER, sparse_ok=True, nodata=written, overviews=())
+    if text is not None:
+        assert parse_tiff(data) is not None
+        data = _set_nodata_text(data, text)
+    assert parse_tiff(data) is None
