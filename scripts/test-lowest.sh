@@ -20,7 +20,7 @@ fi
 "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --upgrade \
   --resolution lowest-direct -e ".[test]"
 echo "lowest versions: $("$VENV/bin/uv" pip freeze --python "$VENV/bin/python" 2>/dev/null \
-  | grep -iE '^(requests|pystac|fsspec|tqdm|tenacity|numpy|rasterio|xarray|rioxarray|dask|odc-geo|pyproj|matplotlib|fastapi|uvicorn|shapely|pillow|pyogrio|pyjwt|pandas|pytest)==' \
+  | grep -iE '^(requests|pystac|fsspec|tqdm|tenacity|numpy|rasterio|xarray|rioxarray|dask|odc-geo|pyproj|matplotlib|fastapi|uvicorn|shapely|pillow|pyogrio|pyjwt|pandas|deflate|pytest)==' \
   | tr '\n' ' ')"
 export MPLBACKEND=Agg
 SUBSET=(
@@ -30,6 +30,7 @@ SUBSET=(
   tests/stac
   tests/xarray/test_xr_emulator.py
   tests/xarray/test_xr_api.py
+  tests/xarray/test_xr_tiff.py
   tests/cli/test_cli_basics.py
   tests/emulator/test_storage.py
   tests/emulator/test_geodata.py
