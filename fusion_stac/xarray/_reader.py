@@ -58,6 +58,7 @@ from fusion_stac.xarray._pool import (
     _Handle,
     adopt_thread,
     close_handles,
+    in_gdal_context,
     warm_opener,
 )
 from fusion_stac.xarray._source import FileKey, RasterSource
@@ -297,6 +298,13 @@ def _read_source_once(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox,
         if pix is not None:
             _pasted(source, pix, cfg, out)
             return
+    # GDAL's environment is entered here, not for every read: a thread's first one costs a few ms
+    # (the first in a process registers GDAL's drivers), which reads without GDAL never pay.
+    in_gdal_context(_read_with_gdal, source, rr, dst_gbox, cfg, storage, out, where, first)
+
+
+def _read_with_gdal(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
+                    storage: Storage, out: np.ndarray, where: Placement, first: int) -> None:
     with _lease(source, storage, cfg.settings, first=first) as handle:
         ds = handle.dataset
         ys, xs = rr.roi_src

@@ -23,7 +23,7 @@ from odc.geo.types import NormalizedROI
 
 from fusion_stac.xarray._http import FetchSettings, cached_header, load_header
 from fusion_stac.xarray._native import native_layout
-from fusion_stac.xarray._pool import _HANDLES, in_gdal_context
+from fusion_stac.xarray._pool import _HANDLES
 from fusion_stac.xarray._reader import (
     ReadConfig,
     _first_request,
@@ -124,7 +124,7 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
             if result is not None:
                 fuser.add(part.rr.roi_dst, result)
 
-    in_gdal_context(serial)
+    serial()
     fuser.finish()
     return dst
 
@@ -189,7 +189,7 @@ def _run(jobs: list[tuple[_Part, Callable[[_Part], Any]]], executor: Executor | 
     it = iter(jobs)
     try:
         for part, fn in it:
-            pending.append((part, executor.submit(_in_env, fn, part)))
+            pending.append((part, executor.submit(fn, part)))
             if len(pending) >= window:
                 head, fut = pending.pop(0)
                 yield head, fut.result()
@@ -198,10 +198,6 @@ def _run(jobs: list[tuple[_Part, Callable[[_Part], Any]]], executor: Executor | 
     finally:
         for _, fut in pending:
             fut.cancel()
-
-
-def _in_env(fn: Callable[[_Part], Any], part: _Part) -> Any:
-    return in_gdal_context(fn, part)
 
 
 class _Fuser:
