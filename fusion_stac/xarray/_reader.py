@@ -1,12 +1,12 @@
-"""Read source pixels into output chunks with GDAL: paste, decimate (overviews) or warp.
+"""Read one source's pixels into part of an output chunk: paste, decimate (overviews) or warp.
 
 For each (source, chunk) pair the geometry is worked out from metadata by odc-geo
 (:func:`odc.geo.overlap.compute_reproject_roi`): which source window feeds which part of the
-chunk, whether a plain read can paste it (same grid, integer scale: GDAL then reads the right
-overview by itself) or it needs warping (another CRS, a non-integer scale: we pick the overview
-level the way odc-stac does and let GDAL warp from it). Reads go straight into the output array
-when the source is alone in that part of the chunk; overlapping sources are read into temporary
-arrays and fused in order with the chosen method.
+chunk, whether a plain read can paste it (same grid, integer scale: the right overview is read
+by GDAL's rule) or it needs warping (another CRS, a non-integer scale: we pick the overview
+level the way odc-stac does and let GDAL warp from it). A small paste of a file laid out as GDAL
+writes COGs is read without GDAL (:mod:`._native`, same pixels); everything else goes through
+GDAL. Many sources into one region, fused: :mod:`._region`.
 
 Datasets are opened by one thread of the process and lent to the reading threads (:mod:`._pool`),
 kept open between reads, keyed by file id and overview level: the header is read once per file
