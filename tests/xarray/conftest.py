@@ -126,3 +126,19 @@ def cold(world: World) -> Iterator[None]:
     world.server.reset()
     yield
     close_handles()
+
+
+@pytest.fixture
+def gdal_opens(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The file keys GDAL datasets are opened for during the test, in order."""
+    from fusion_stac.xarray import _reader
+
+    opened: list[Any] = []
+    real_open = _reader._open_dataset
+
+    def counting_open(source: Any, *args: Any) -> Any:
+        opened.append(source.key)
+        return real_open(source, *args)
+
+    monkeypatch.setattr(_reader, "_open_dataset", counting_open)
+    return opened

@@ -342,19 +342,13 @@ def test_a_dataset_opened_once_serves_every_thread(world: World, native: bool,
     assert _requests(world, world.grid)[0] == 1 + 3  # the header once, then one request per read for the tiles
 
 
-def test_slices_waiting_for_a_reader_are_opened_ahead(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slices_waiting_for_a_reader_are_opened_ahead(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                      gdal_opens: list[Any]) -> None:
     """With one reading thread, the slices after the first are signed, fetched and opened in the
     background: each is still opened once and its header fetched once."""
-    from fusion_stac.xarray import _build, _reader
+    from fusion_stac.xarray import _build
 
-    opened: list[Any] = []
-    real_open = _reader._open_dataset
-
-    def counting_open(source: Any, *args: Any) -> Any:
-        opened.append(source.key)
-        return real_open(source, *args)
-
-    monkeypatch.setattr(_reader, "_open_dataset", counting_open)
+    opened = gdal_opens
     monkeypatch.setenv("FUSION_STAC_READ_THREADS", "1")
     monkeypatch.setattr(_build, "_EXECUTOR", _build._Executor())  # a pool of one thread
     da = open_mosaic(items=world.grid, storage=world.storage())

@@ -413,17 +413,11 @@ def test_bad_tile_bytes_raise_never_pixels(tmp_path: Path) -> None:
 # through the public loader
 
 
-def test_a_mosaic_reads_the_same_with_and_without_gdal(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fusion_stac.xarray import _native, _reader
+def test_a_mosaic_reads_the_same_with_and_without_gdal(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                      gdal_opens: list[Any]) -> None:
+    from fusion_stac.xarray import _native
 
-    opened: list[Any] = []
-    real_open = _reader._open_dataset
-
-    def counting_open(source: Any, *args: Any) -> Any:
-        opened.append(source.key)
-        return real_open(source, *args)
-
-    monkeypatch.setattr(_reader, "_open_dataset", counting_open)
+    opened = gdal_opens
 
     def read() -> list[np.ndarray]:
         clear_headers()
