@@ -497,6 +497,7 @@ class Transport:
         self._routes: dict[tuple[str, str], Route | None] = {}
         self._timeout = urllib3.Timeout(connect=self.policy.connect_timeout, read=self.policy.read_timeout)
         self._round_trips: deque[float] = deque(maxlen=16)
+        self._round_trips_lock = threading.Lock()
         self._answered = threading.Event()
 
     def round_trip(self, wait: float = 0.0) -> float | None:
@@ -504,12 +505,14 @@ class Transport:
         sending one to its status line (``None`` before any answer). ``wait``: seconds to wait for a
         first answer when there is none yet. Readers use it to decide whether fetching ahead pays:
         on a fast server it only competes with decoding for the CPU."""
-        if not self._round_trips and wait > 0:
+        if wait > 0 and not self._answered.is_set():
             self._answered.wait(wait)
-        return min(self._round_trips, default=None)
+        with self._round_trips_lock:
+            return min(self._round_trips, default=None)
 
     def _answered_in(self, seconds: float) -> None:
-        self._round_trips.append(seconds)
+        with self._round_trips_lock:
+            self._round_trips.append(seconds)
         if not self._answered.is_set():
             self._answered.set()
 

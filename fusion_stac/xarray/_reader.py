@@ -273,6 +273,11 @@ def _first_request(source: RasterSource, rr: ReprojectInfo, cfg: ReadConfig) -> 
     return coarse_first_request(cfg.settings, source.size, rr.read_shrink, source.overviews)
 
 
+def native_candidate(rr: ReprojectInfo, cfg: ReadConfig) -> bool:
+    """A read :mod:`._native` may do without GDAL (a nearest-neighbour paste), if the file allows."""
+    return bool(rr.paste_ok) and cfg.nearest
+
+
 def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
                  storage: Storage, out: np.ndarray, where: Placement) -> None:
     """Fill ``out`` (bands, rows, cols of ``dst_gbox[rr.roi_dst]``, output dtype) from ``source``.
@@ -291,7 +296,7 @@ def _read_source(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg:
 def _read_source_once(source: RasterSource, rr: ReprojectInfo, dst_gbox: GeoBox, cfg: ReadConfig,
                       storage: Storage, out: np.ndarray, where: Placement) -> None:
     first = _first_request(source, rr, cfg)
-    if rr.paste_ok and cfg.nearest:
+    if native_candidate(rr, cfg):
         ys, xs = rr.roi_src
         pix = read_native(source, (ys.start, ys.stop), (xs.start, xs.stop), out.shape, cfg.bands, storage,
                           cfg.settings, first, out if np.dtype(source.dtype) == out.dtype else None)

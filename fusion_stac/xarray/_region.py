@@ -32,6 +32,7 @@ from fusion_stac.xarray._reader import (
     _open_dataset,
     _read_source,
     _reproject_info,
+    native_candidate,
     nodata_mask,
 )
 from fusion_stac.xarray._source import RasterSource
@@ -100,7 +101,7 @@ def fill_region(dst: np.ndarray, dst_gbox: GeoBox, sources: Sequence[RasterSourc
     readers = getattr(executor, "_max_workers", 1) if executor is not None else 1
     if len(parts) > readers:
         transport = storage.transport()
-        ahead = [(p.source, _first_request(p.source, p.rr, cfg), p.rr.paste_ok and cfg.nearest)
+        ahead = [(p.source, _first_request(p.source, p.rr, cfg), native_candidate(p.rr, cfg))
                  for p in parts[readers:]]
         transport.pool.submit(_quietly, _prefetch, storage, ahead, cfg.settings)
 
