@@ -209,6 +209,8 @@ class TiffLayout:
         if out_h == y1 - y0 and out_w == x1 - x0:
             return ReadPlan(0, np.arange(y0, y1), np.arange(x0, x1))
         level = self._best_overview((x1 - x0) / out_w, (y1 - y0) / out_h, out_h)
+        if level is None:
+            return None
         lv = self.levels[level]
         fx, fy = full.width / lv.width, full.height / lv.height
         if level:
@@ -218,24 +220,27 @@ class TiffLayout:
             ox, oy, ow, oh = x0, y0, x1 - x0, y1 - y0
         return ReadPlan(level, _nearest(oy, oh, out_h, lv.height), _nearest(ox, ow, out_w, lv.width))
 
-    def _best_overview(self, xres: float, yres: float, out_h: int) -> int:
+    def _best_overview(self, xres: float, yres: float, out_h: int) -> int | None:
         """GDAL's choice for nearest neighbour (``GDALBandGetBestOverviewLevel2``, oversampling
         threshold 1.2): the factor asked is the less reduced axis' (the x axis' for a buffer one row
-        high); an overview qualifies below 1.2 times it plus 0.1, the coarsest qualifying one wins,
-        and the first within 0.1 of the factor asked ends the search. 0: the full image."""
+        high); the coarsest overview below 1.2 times it wins, 0 (the full image) if none. GDAL 3.10
+        also takes overviews up to 0.1 past that and stops at the first within 0.1 of the factor
+        asked; 3.9 does neither. ``None`` where the two rules differ: that read is GDAL's."""
         desired = xres if (xres < yres or out_h == 1) else yres
         full = self.levels[0]
-        best, best_ratio = 0, 0.0
-        for i, lv in enumerate(self.levels[1:], start=1):
-            if lv.width > full.width or lv.height > full.height:
-                continue
-            ratio = min(full.width / lv.width, full.height / lv.height)
-            if ratio >= desired * 1.2 + 0.1 or ratio <= best_ratio:
-                continue
-            best, best_ratio = i, ratio
-            if abs(desired - ratio) < 0.1:
-                break
-        return best
+        ratios = [(i, min(full.width / lv.width, full.height / lv.height)) for i, lv in enumerate(self.levels[1:], 1)
+                  if lv.width <= full.width and lv.height <= full.height]
+        choices = []
+        for slack, stop_early in ((0.0, False), (0.1, True)):
+            best, best_ratio = 0, 0.0
+            for i, ratio in ratios:
+                if ratio >= desired * 1.2 + slack or ratio <= best_ratio:
+                    continue
+                best, best_ratio = i, ratio
+                if stop_early and abs(desired - ratio) < 0.1:
+                    break
+            choices.append(best)
+        return choices[0] if choices[0] == choices[1] else None
 
 
 def _nearest(offset: float, size: float, n: int, limit: int) -> np.ndarray:

@@ -56,14 +56,19 @@ def _write(path: Path, data: np.ndarray, overviews: Sequence[int] = (2, 4), spar
     count, height, width = data.shape
     profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": data.dtype.name,
                "crs": "EPSG:32630", "transform": transform, "tiled": True, "blockxsize": 128, "blockysize": 128, **opts}
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.update_tags(**(tags or {}))
-        for w in sparse or [Window(0, 0, width, height)]:
-            ds.write(data[(slice(None), *w.toslices())], window=w)
-        if mask:
-            ds.write_mask(np.arange(width)[None, :] % 3 > np.arange(height)[:, None] % 2)
-        if overviews:
-            ds.build_overviews(list(overviews), Resampling.nearest)
+    try:
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.update_tags(**(tags or {}))
+            for w in sparse or [Window(0, 0, width, height)]:
+                ds.write(data[(slice(None), *w.toslices())], window=w)
+            if mask:
+                ds.write_mask(np.arange(width)[None, :] % 3 > np.arange(height)[:, None] % 2)
+            if overviews:
+                ds.build_overviews(list(overviews), Resampling.nearest)
+    except rasterio.errors.RasterioIOError as exc:  # GDAL 3.9's wheels bundle libtiff 4.3
+        if "PREDICTOR=2 is supported on 64 bit samples" in str(exc):
+            pytest.skip(f"this GDAL cannot write the case: {exc}")
+        raise
     return path.read_bytes()
 
 
@@ -262,36 +267,46 @@ def test_sparse_with_an_odd_nodata(tmp_path: Path, dtype: str, written: int, tex
 # the overview GDAL reads a decimated window from
 
 
-def _one(path: Path, data: bytes, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int]) -> None:
+def _one(path: Path, data: bytes, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int]) -> bool:
+    """Our read against GDAL's, if we read it (``False``: the plan leaves it to GDAL)."""
     layout = parse_tiff(data)
     assert layout is not None
+    if layout.plan(rows, cols, shape) is None:
+        return False
     with rasterio.open(path) as ds:
         theirs = ds.read([1], window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]),
                          out_shape=(1, *shape))
     ours, level = _native(data, layout, rows, cols, shape, [1])
     assert _same(ours, theirs), f"our level {level}: {int((~_equal(ours, theirs)).sum())} of {ours.size} differ"
+    return True
 
 
-@pytest.mark.parametrize(("factors", "rows", "cols", "shape"), [
-    ((2, 4), (0, 300), (10, 13), (75, 1)), ((2, 4), (5, 300), (499, 500), (50, 1)), ((2, 4), (0, 8), (0, 3), (1, 1)),
-    ((2, 4), (10, 12), (0, 400), (1, 200)),  # one row, x and y factor 2
-    pytest.param((2, 4), (10, 13), (0, 400), (1, 100), id="one-row"),
-    pytest.param((2, 4), (0, 200), (0, 300), (121, 181), id="threshold"),
-    pytest.param((5, 6), (0, 202), (0, 404), (40, 80), id="first-close-enough")])
+@pytest.mark.parametrize(("factors", "rows", "cols", "shape", "ours"), [
+    ((2, 4), (0, 300), (10, 13), (75, 1), True), ((2, 4), (5, 300), (499, 500), (50, 1), True),
+    ((2, 4), (0, 8), (0, 3), (1, 1), True),
+    ((2, 4), (10, 12), (0, 400), (1, 200), True),  # one row, x and y factor 2
+    pytest.param((2, 4), (10, 13), (0, 400), (1, 100), True, id="one-row"),  # the x factor, 4: the 1/4 level
+    # GDAL 3.10 reads the 1/2 level (2 < 1.653 * 1.2 + 0.1), 3.9 the full image (no + 0.1): left to GDAL
+    pytest.param((2, 4), (0, 200), (0, 300), (121, 181), False, id="threshold"),
+    # GDAL 3.10 stops at the 1/5 level (within 0.1 of 5.05), 3.9 goes on to the 1/6: left to GDAL
+    pytest.param((5, 6), (0, 202), (0, 404), (40, 80), False, id="first-close-enough")])
 def test_the_overview_gdal_reads(tmp_path: Path, factors: tuple[int, ...], rows: tuple[int, int],
-                                 cols: tuple[int, int], shape: tuple[int, int]) -> None:
+                                 cols: tuple[int, int], shape: tuple[int, int], ours: bool) -> None:
     path = tmp_path / "a.tif"
-    _one(path, _write(path, _values("uint16", (1, H, 600)), overviews=factors), rows, cols, shape)
+    assert _one(path, _write(path, _values("uint16", (1, H, 600)), overviews=factors), rows, cols, shape) is ours
 
 
 def test_any_window_and_buffer(tmp_path: Path) -> None:
     path = tmp_path / "a.tif"
     data = _write(path, _values("int16", (1, 301, 499)), overviews=(2, 4, 8))
     rng = np.random.default_rng(11)
+    ours = 0
     for _ in range(300):
         y0, x0 = int(rng.integers(0, 300)), int(rng.integers(0, 498))
         y1, x1 = int(rng.integers(y0 + 1, 302)), int(rng.integers(x0 + 1, 500))
-        _one(path, data, (y0, y1), (x0, x1), (int(rng.integers(1, y1 - y0 + 1)), int(rng.integers(1, x1 - x0 + 1))))
+        shape = (int(rng.integers(1, y1 - y0 + 1)), int(rng.integers(1, x1 - x0 + 1)))
+        ours += _one(path, data, (y0, y1), (x0, x1), shape)
+    assert ours >= 250  # only reads near an overview threshold, where GDAL versions differ, are left to GDAL
 
 
 # ------------------------------------------------------------------------------------------
