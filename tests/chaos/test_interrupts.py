@@ -175,8 +175,10 @@ def test_cli_download_first_ctrl_c_stops_and_the_same_command_resumes(
     url = f"fusion://{stored['org']}/uploads/{stored['data']}/big.bin"
     env = _env(emu, tmp_path)
     cli = [sys.executable, "-c", "import sys; from fusion_stac.cli import main; sys.exit(main(sys.argv[1:]))"]
-    proc = subprocess.Popen([*cli, "download", url, str(dest) + "/"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as in an interactive shell: a suite started in the background would pass on an ignored one
+    proc = subprocess.Popen([*cli, "download", url, str(dest) + "/"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not (dest.exists() and _partials(dest)):
         assert proc.poll() is None, f"the download ended before it could be interrupted: {proc.communicate()}"

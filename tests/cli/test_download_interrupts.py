@@ -7,6 +7,7 @@ import argparse
 import io
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ from fusion_stac._cli._registry import CommandFailed
 from fusion_stac._cli.transfer import _first_interrupt_cancels, _report
 
 
+@pytest.fixture
+def interactive_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, as in an interactive run: a suite started in the background
+    inherits an ignored SIGINT, which the CLI rightly leaves ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("interactive_sigint")
 def test_the_first_ctrl_c_cancels_and_the_second_interrupts() -> None:
     cancel = threading.Event()
     notes: list[str] = []
