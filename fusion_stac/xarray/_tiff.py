@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ReadPlan", "TiffError", "TiffLayout", "TiffLevel", "decode_tile", "parse_tiff", "read_ifds",
+__all__ = ["ReadPlan", "TiffError", "TiffLayout", "TiffLevel", "decode_tile", "parse_tiff", "paste_tiles", "read_ifds",
            "tiff_data_start"]
 
 # TIFF field types: (struct code, size)
