@@ -61,9 +61,8 @@ def native_layout(source: RasterSource, header: Header) -> TiffLayout | None:
 
 def _matches(source: RasterSource, layout: TiffLayout) -> bool:
     full = layout.levels[0]
-    return ((full.height, full.width) == tuple(source.shape) and layout.samples >= source.count
-            and layout.dtype.newbyteorder("=") == np.dtype(source.dtype) and layout.transform is not None
-            and np.allclose(layout.transform, source.transform, rtol=0, atol=1e-6 * max(source.resolution)))
+    return (layout.dtype.newbyteorder("=") == np.dtype(source.dtype)
+            and not source.mismatches((full.height, full.width), layout.samples, layout.transform))
 
 
 def read_native(source: RasterSource, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int, int],

@@ -177,13 +177,7 @@ def _open_dataset(source: RasterSource, transport: Any, settings: FetchSettings,
 
 def _check_matches(source: RasterSource, ds: rasterio.io.DatasetReader) -> None:
     """Metadata said one grid, the file says another: reading would put pixels in the wrong place."""
-    problems = []
-    if (ds.height, ds.width) != tuple(source.shape):
-        problems.append(f"shape {(ds.height, ds.width)} (metadata: {tuple(source.shape)})")
-    if ds.count < source.count:
-        problems.append(f"{ds.count} bands (metadata: {source.count})")
-    if not np.allclose(tuple(ds.transform)[:6], source.transform, rtol=0, atol=1e-6 * max(source.resolution)):
-        problems.append(f"transform {tuple(ds.transform)[:6]} (metadata: {source.transform})")
+    problems = source.mismatches((ds.height, ds.width), ds.count, tuple(ds.transform)[:6])
     if problems:
         ds.close()
         raise RasterReadError(f"{source.label}: the file does not match its metadata: {'; '.join(problems)}",

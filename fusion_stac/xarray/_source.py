@@ -110,6 +110,21 @@ class RasterSource:
 
         return GeoBox(self.shape, Affine(*self.transform), self.crs)
 
+    def mismatches(self, shape: tuple[int, int], count: int,
+                   transform: tuple[float, ...] | None) -> list[str]:
+        """How a file's own grid (``shape``, band ``count``, ``transform``) differs from this metadata;
+        empty when reading it puts every pixel where the metadata says."""
+        problems = []
+        if tuple(shape) != tuple(self.shape):
+            problems.append(f"shape {tuple(shape)} (metadata: {tuple(self.shape)})")
+        if count < self.count:
+            problems.append(f"{count} bands (metadata: {self.count})")
+        if transform is None or not np.allclose(transform[:6], self.transform, rtol=0,
+                                                atol=1e-6 * max(self.resolution)):
+            problems.append(f"transform {None if transform is None else tuple(transform[:6])} "
+                            f"(metadata: {self.transform})")
+        return problems
+
     @property
     def resolution(self) -> tuple[float, float]:
         """Pixel size ``(x, y)`` in CRS units, both positive."""
